@@ -1,0 +1,1 @@
+"""taskhub built-in audio plugin."""

@@ -1,0 +1,1 @@
+"""taskhub built-in textgen plugin."""

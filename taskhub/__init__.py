@@ -1,0 +1,43 @@
+"""taskhub: run any model task from YAML manifests and pluggy plugins with one call."""
+
+from .api import clear_caches, pipeline, run_task
+from .errors import (
+    BadInputError,
+    ManifestError,
+    ModelNotAvailableError,
+    ParamError,
+    PluginError,
+    TaskhubError,
+    UnknownStageError,
+    UnknownTaskError,
+)
+from .hookspecs import hookimpl
+from .manifest import JobManifest, StageRef, TaskManifest
+from .models import ModelSource
+from .pipeline import Pipeline, StageContext
+from .plugins import get_registry, plugin_statuses, register_plugin, unregister_plugin
+
+__all__ = [
+    "BadInputError",
+    "JobManifest",
+    "ManifestError",
+    "ModelNotAvailableError",
+    "ModelSource",
+    "ParamError",
+    "Pipeline",
+    "PluginError",
+    "StageContext",
+    "StageRef",
+    "TaskManifest",
+    "TaskhubError",
+    "UnknownStageError",
+    "UnknownTaskError",
+    "clear_caches",
+    "get_registry",
+    "hookimpl",
+    "pipeline",
+    "plugin_statuses",
+    "register_plugin",
+    "run_task",
+    "unregister_plugin",
+]

@@ -1,0 +1,73 @@
+"""The plugin contract: every hook a taskhub plugin may implement.
+
+Each hook receives a `register` callback and calls it once per thing it provides.
+Hooks only register; they must not load models or do slow work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+import pluggy
+
+PROJECT_NAME = "taskhub"
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+@hookspec
+def register_stages(register: Callable[..., None]) -> None:
+    """Register stage functions.
+
+    Call ``register(name, func, params_model=None)`` per stage:
+
+    - ``name``: dotted, globally unique, prefixed by the plugin (``"text.tokenize"``).
+    - ``func(items: list, params: params_model, ctx: StageContext) -> list``: works on a
+      batch and returns one output per input item, in order.
+    - ``params_model``: a pydantic model (``extra="forbid"``) of the stage's parameters;
+      call-time keyword arguments are routed to the stage whose model declares them.
+    """
+
+
+@hookspec
+def register_model_loaders(register: Callable[..., None]) -> None:
+    """Register model loaders.
+
+    Call ``register(name, loader)`` per loader; ``loader(source: ModelSource) -> Any``
+    returns whatever the task's stages find in ``ctx.model``. ``source.path`` is a local
+    directory the core already resolved; honour ``source.allow_pickle`` (safetensors only
+    when False) and ``source.trust_remote_code``.
+    """
+
+
+@hookspec
+def register_manifest_dirs(register: Callable[..., None]) -> None:
+    """Register folders of task manifests: ``register(path)``; every ``*.yaml`` in it is a task."""
+
+
+@hookspec
+def register_local_models(register: Callable[..., None]) -> None:
+    """Register models available without network: ``register(model_id, local_dir)``.
+
+    A task whose model is ``model_id`` then loads from ``local_dir`` offline.
+    """
+
+
+@hookspec
+def register_batch_readers(register: Callable[..., None]) -> None:
+    """Register batch input readers: ``register(kind, reader)``.
+
+    ``kind`` is the key used under ``inputs:`` in a job manifest (``files``, ``jsonl``, ``csv``).
+    """
+
+
+@hookspec
+def register_batch_writers(register: Callable[..., None]) -> None:
+    """Register batch output writers: ``register(suffix, writer)`` for an output file suffix (``.jsonl``)."""
+
+
+def _spec_names() -> list[str]:
+    return [name for name, value in globals().items() if callable(value) and name.startswith("register_")]
+
+
+HOOK_NAMES: tuple[str, ...] = tuple(_spec_names())
+__all__ = ["hookimpl", "hookspec", "HOOK_NAMES", "PROJECT_NAME"]

@@ -1,0 +1,192 @@
+"""Task and job manifests: pydantic models and safe YAML loading with file/line/field errors."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ManifestError
+
+STAGE_NAME = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StageRef(_Strict):
+    """A registered stage by dotted name, with params that override its defaults."""
+
+    stage: str = Field(pattern=STAGE_NAME, description="Registered dotted stage name, e.g. text.tokenize")
+    params: dict[str, Any] = Field(default_factory=dict, description="Defaults for this stage's params")
+
+
+class ModelSpec(_Strict):
+    """Which model a task loads by default, and how."""
+
+    default: str | None = Field(None, description="Hub id or local directory; null when the task needs none")
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit)")
+    loader: str | None = Field(None, description="Registered model loader name")
+    options: dict[str, Any] = Field(default_factory=dict, description="Passed to the loader as source.options")
+
+
+class Batching(_Strict):
+    """How the core batches inputs for this task."""
+
+    sort_by_length: bool = Field(False, description="Sort preprocessed items by len() so batches pad little")
+    batch_size: int = Field(8, ge=1, description="Default batch size")
+
+
+class TaskManifest(_Strict):
+    """A task: name, inputs, model and the stages that run it."""
+
+    task: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$", description="Task name")
+    aliases: list[str] = Field(default_factory=list, description="Other names for the task")
+    name_pattern: str | None = Field(
+        None,
+        description="Regex of extra task names; its named groups become call params (translation_en_to_de)",
+    )
+    modality: Literal["text", "vision", "audio", "multimodal"]
+    input: Literal["text", "image", "audio", "object", "chat"] = Field(description="What one input item is")
+    description: str = ""
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    batching: Batching = Field(default_factory=Batching)
+    preprocess: list[StageRef] = Field(default_factory=list)
+    model_stage: StageRef
+    postprocess: list[StageRef] = Field(default_factory=list)
+
+    @field_validator("name_pattern")
+    @classmethod
+    def _valid_regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression: {exc}") from exc
+        return value
+
+    def stage_refs(self) -> list[StageRef]:
+        return [*self.preprocess, self.model_stage, *self.postprocess]
+
+
+class JobInputs(_Strict):
+    """Exactly one input source of a batch job."""
+
+    files: str | None = Field(None, description="Glob, one item per file (relative to the manifest)")
+    jsonl: str | None = Field(None, description="JSON Lines file, one item per line")
+    csv: str | None = Field(None, description="CSV file with a header, one item per row")
+    field: str | None = Field(None, description="Field of a jsonl/csv record that holds the input")
+    id_field: str | None = Field(None, description="Field of a jsonl/csv record that holds the item id")
+
+    @model_validator(mode="after")
+    def _exactly_one_source(self) -> "JobInputs":
+        sources = [name for name in ("files", "jsonl", "csv") if getattr(self, name)]
+        if len(sources) != 1:
+            raise ValueError(f"give exactly one of files, jsonl, csv (got {sources or 'none'})")
+        if self.files and (self.field or self.id_field):
+            raise ValueError("field and id_field apply to jsonl and csv inputs, not files")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(name for name in ("files", "jsonl", "csv") if getattr(self, name))
+
+    @property
+    def location(self) -> str:
+        return getattr(self, self.kind)
+
+
+class JobManifest(_Strict):
+    """A batch job: one task over many inputs, written to one output file."""
+
+    job: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Job name")
+    task: str
+    model: str | None = None
+    revision: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict, description="Call params of the task")
+    inputs: JobInputs
+    output: str = Field(description="Output file: .jsonl, or .parquet with pyarrow")
+    batch_size: int = Field(8, ge=1)
+    executor: Literal["local", "ray"] = "local"
+    workers: int = Field(1, ge=1)
+    on_error: Literal["record", "stop"] = "record"
+    device: str | None = None
+    dtype: str | None = None
+
+
+def _node_at(node: yaml.Node | None, loc: tuple[Any, ...]) -> yaml.Node | None:
+    """The YAML node at a pydantic error location, as deep as it exists."""
+    for key in loc:
+        if isinstance(node, yaml.MappingNode):
+            child = next((v for k, v in node.value if k.value == key), None)
+            if child is None:
+                key_node = next((k for k, _ in node.value if k.value == key), None)
+                return key_node or node
+            node = child
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+        else:
+            return node
+    return node
+
+
+def read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
+    """Safe-load a YAML file; syntax errors name the file and line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"{path}: cannot read manifest ({exc})") from exc
+    try:
+        return yaml.safe_load(text), yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ManifestError(f"{where}: invalid YAML: {problem}") from exc
+
+
+def validate(model: type[BaseModel], data: Any, source: str, root: yaml.Node | None = None) -> Any:
+    """Validate `data`; all problems in one message with file, line and field path."""
+    if not isinstance(data, dict):
+        raise ManifestError(f"{source}: expected a mapping of fields, got {type(data).__name__}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            field_path = ".".join(str(part) for part in loc) or "(top level)"
+            node = _node_at(root, loc) if root is not None else None
+            where = f"{source}:{node.start_mark.line + 1}" if node is not None else source
+            lines.append(f"{where}: {field_path}: {err['msg']}")
+        raise ManifestError("invalid manifest\n  " + "\n  ".join(lines)) from None
+
+
+def load_task_manifest(path: str | Path) -> TaskManifest:
+    path = Path(path)
+    data, root = read_yaml(path)
+    return validate(TaskManifest, data, str(path), root)
+
+
+def load_job_manifest(path: str | Path) -> JobManifest:
+    path = Path(path)
+    data, root = read_yaml(path)
+    return validate(JobManifest, data, str(path), root)
+
+
+def manifest_kind(data: Any) -> Literal["task", "job"]:
+    """Which manifest a loaded YAML document is: jobs have a `job` key."""
+    return "job" if isinstance(data, dict) and "job" in data else "task"
+
+
+def json_schema(kind: Literal["task", "job"]) -> dict[str, Any]:
+    """JSON Schema of a manifest kind, for editors."""
+    model = TaskManifest if kind == "task" else JobManifest
+    schema = model.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = f"taskhub {kind} manifest"
+    return schema

@@ -1,0 +1,211 @@
+"""Pipeline: resolve a task's manifest, load its model once, run preprocess -> model -> postprocess."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from pydantic import BaseModel, ValidationError
+
+from .errors import BadInputError, ParamError, TaskhubError
+from .manifest import TaskManifest
+from .models import ModelSource, default_device, model_cache, parse_dtype, resolve_model_path
+from .plugins import get_registry
+from .registry import StageSpec
+
+CORE_PARAMS = ("batch_size",)
+
+
+@dataclass(frozen=True)
+class StageContext:
+    """What a stage sees besides its items and params."""
+
+    model: Any  # whatever the task's model loader returned (None for model-less tasks)
+    task: TaskManifest
+    device: str
+    dtype: torch.dtype | None
+    model_id: str | None
+
+
+@dataclass(frozen=True)
+class BoundStage:
+    """A stage of this task with the params fixed at construction (manifest, then pipeline())."""
+
+    spec: StageSpec
+    base: dict[str, Any]
+    default: BaseModel
+
+    def params(self, overrides: dict[str, Any]) -> BaseModel:
+        if not overrides:
+            return self.default
+        return _validate_params(self.spec, {**self.base, **overrides})
+
+
+def _validate_params(spec: StageSpec, values: dict[str, Any]) -> BaseModel:
+    try:
+        return spec.params_model.model_validate(values)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ParamError(f"Invalid params for stage {spec.name!r}: {problems}") from None
+
+
+class Pipeline:
+    """A task bound to one loaded model; call it on one input or a list of inputs."""
+
+    def __init__(
+        self,
+        task: str,
+        model: str | None = None,
+        *,
+        revision: str | None = None,
+        device: str | None = None,
+        dtype: str | torch.dtype | None = None,
+        trust_remote_code: bool = False,
+        allow_pickle: bool = False,
+        batch_size: int | None = None,
+        **params: Any,
+    ) -> None:
+        registry = get_registry()
+        entry, name_params = registry.task(task)
+        self.manifest = entry.manifest
+        self.task = entry.manifest.task
+        self.batch_size = _check_batch_size(batch_size or entry.manifest.batching.batch_size)
+        self.device = default_device(device)
+        self.dtype = parse_dtype(dtype)
+        specs = [(registry.stages.get(ref.stage), ref.params) for ref in entry.manifest.stage_refs()]
+        self._stages = [BoundStage(spec, dict(base), _validate_params(spec, dict(base))) for spec, base in specs]
+        fixed = self._route({**name_params, **params})
+        self._stages = [
+            BoundStage(s.spec, {**s.base, **fixed.get(i, {})}, s.params(fixed.get(i, {}))) for i, s in enumerate(self._stages)
+        ]
+        self.model_id = model or entry.manifest.model.default
+        self.model = self._load_model(registry, revision, trust_remote_code, allow_pickle)
+        self.context = StageContext(self.model, self.manifest, self.device, self.dtype, self.model_id)
+
+    def _load_model(self, registry: Any, revision: str | None, trust_remote_code: bool, allow_pickle: bool) -> Any:
+        spec = self.manifest.model
+        if self.model_id is None or spec.loader is None:
+            return None
+        revision = revision or spec.revision
+        source = ModelSource(
+            model_id=self.model_id,
+            path=resolve_model_path(self.model_id, revision, registry, allow_pickle),
+            revision=revision,
+            device=self.device,
+            dtype=self.dtype,
+            trust_remote_code=trust_remote_code,
+            allow_pickle=allow_pickle,
+            options=dict(spec.options),
+        )
+        return model_cache.load(registry, spec.loader, source)
+
+    @property
+    def param_names(self) -> list[str]:
+        """Every call parameter this task accepts."""
+        names = {name for s in self._stages for name in s.spec.params_model.model_fields}
+        return sorted(names | set(CORE_PARAMS))
+
+    def _route(self, params: dict[str, Any]) -> dict[int, dict[str, Any]]:
+        """Send each param to the one stage whose params model declares it."""
+        routed: dict[int, dict[str, Any]] = {}
+        for name, value in params.items():
+            owners = [i for i, s in enumerate(self._stages) if name in s.spec.params_model.model_fields]
+            if not owners:
+                raise ParamError(
+                    f"Unknown parameter {name!r} for task {self.task!r}. Valid parameters: {', '.join(self.param_names)}"
+                )
+            if len(owners) > 1:
+                stages = ", ".join(self._stages[i].spec.name for i in owners)
+                raise ParamError(f"Parameter {name!r} is ambiguous for task {self.task!r}: declared by stages {stages}")
+            routed.setdefault(owners[0], {})[name] = value
+        return routed
+
+    def __call__(self, inputs: Any, *, batch_size: int | None = None, **params: Any) -> Any:
+        single = not _is_many(inputs, self.manifest.input)
+        items = [inputs] if single else list(inputs)
+        for index, item in enumerate(items):
+            _check_input(item, self.manifest.input, index)
+        results = self.run_items(items, batch_size=batch_size, **params)
+        return results[0] if single else results
+
+    def run_items(self, items: Sequence[Any], *, batch_size: int | None = None, **params: Any) -> list[Any]:
+        """Results for `items` in input order; batches are formed by length when the task asks."""
+        size = _check_batch_size(batch_size or self.batch_size)
+        routed = self._route(params)
+        stage_params = [s.params(routed.get(i, {})) for i, s in enumerate(self._stages)]
+        n_pre = len(self.manifest.preprocess)
+        pre, rest = list(zip(self._stages, stage_params))[:n_pre], list(zip(self._stages, stage_params))[n_pre:]
+        results: list[Any] = [None] * len(items)
+        if self.manifest.batching.sort_by_length:
+            prepared = [x for start in range(0, len(items), size) for x in self._run(pre, list(items[start : start + size]))]
+            order = sorted(range(len(prepared)), key=lambda i: -_length(prepared[i]))
+            for start in range(0, len(order), size):
+                chunk = order[start : start + size]
+                for i, out in zip(chunk, self._run(rest, [prepared[i] for i in chunk])):
+                    results[i] = out
+        else:
+            for start in range(0, len(items), size):
+                batch = list(items[start : start + size])
+                results[start : start + len(batch)] = self._run(pre + rest, batch)
+        return results
+
+    def _run(self, stages: list[tuple[BoundStage, BaseModel]], batch: list[Any]) -> list[Any]:
+        with torch.inference_mode():
+            for stage, params in stages:
+                out = stage.spec.func(batch, params, self.context)
+                if len(out) != len(batch):
+                    raise TaskhubError(
+                        f"stage {stage.spec.name!r} returned {len(out)} items for a batch of {len(batch)}"
+                    )
+                batch = list(out)
+        return batch
+
+    def __repr__(self) -> str:
+        return f"Pipeline(task={self.task!r}, model={self.model_id!r}, device={self.device!r})"
+
+
+def _check_batch_size(size: Any) -> int:
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        raise ParamError(f"batch_size must be a positive integer, got {size!r}")
+    return size
+
+
+def _length(item: Any) -> int:
+    try:
+        return len(item)
+    except TypeError:
+        return 0
+
+
+def _is_chat(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(m, dict) and "role" in m for m in value)
+
+
+def _is_many(inputs: Any, kind: str) -> bool:
+    """A list (or tuple) is many inputs, except one chat conversation (a list of messages)."""
+    if not isinstance(inputs, (list, tuple)):
+        return False
+    if kind == "chat" and _is_chat(list(inputs)):
+        return False
+    return True
+
+
+def _check_input(item: Any, kind: str, index: int) -> None:
+    """Reject what no stage of this input kind can take, naming the input and what was expected."""
+    expected = {
+        "text": "a string",
+        "chat": "a string or a list of {'role', 'content'} messages",
+        "image": "an image path, bytes, PIL.Image or numpy array",
+        "audio": "an audio path, bytes, or a numpy array with sampling_rate",
+        "object": "a mapping of fields",
+    }[kind]
+    if item is None:
+        raise BadInputError(f"Input {index} is None; expected {expected}.")
+    if kind == "text" and not isinstance(item, str):
+        raise BadInputError(f"Input {index} is a {type(item).__name__}; expected {expected}.")
+    if kind == "chat" and not (isinstance(item, str) or _is_chat(item)):
+        raise BadInputError(f"Input {index} is a {type(item).__name__}; expected {expected}.")
+    if kind == "object" and not isinstance(item, dict):
+        raise BadInputError(f"Input {index} is a {type(item).__name__}; expected {expected}.")
