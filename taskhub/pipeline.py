@@ -51,6 +51,55 @@ def _validate_params(spec: StageSpec, values: dict[str, Any]) -> BaseModel:
         raise ParamError(f"Invalid params for stage {spec.name!r}: {problems}") from None
 
 
+class TaskPlan:
+    """A task's stages with their params fixed, and param routing; loads no model."""
+
+    def __init__(self, task: str, params: dict[str, Any] | None = None) -> None:
+        registry = get_registry()
+        entry, name_params = registry.task(task)
+        self.manifest = entry.manifest
+        self.task = entry.manifest.task
+        specs = [(registry.stages.get(ref.stage), dict(ref.params)) for ref in entry.manifest.stage_refs()]
+        self.stages = [BoundStage(spec, base, _validate_params(spec, base)) for spec, base in specs]
+        fixed = self.route({**name_params, **(params or {})})
+        self.stages = [
+            BoundStage(s.spec, {**s.base, **fixed.get(i, {})}, s.params(fixed.get(i, {})))
+            for i, s in enumerate(self.stages)
+        ]
+
+    @property
+    def param_names(self) -> list[str]:
+        """Every call parameter this task accepts."""
+        names = {name for s in self.stages for name in s.spec.params_model.model_fields}
+        return sorted(names | set(CORE_PARAMS))
+
+    def route(self, params: dict[str, Any]) -> dict[int, dict[str, Any]]:
+        """Send each param to the one stage whose params model declares it."""
+        routed: dict[int, dict[str, Any]] = {}
+        for name, value in params.items():
+            owners = [i for i, s in enumerate(self.stages) if name in s.spec.params_model.model_fields]
+            if not owners:
+                raise ParamError(
+                    f"Unknown parameter {name!r} for task {self.task!r}. Valid parameters: {', '.join(self.param_names)}"
+                )
+            if len(owners) > 1:
+                stages = ", ".join(self.stages[i].spec.name for i in owners)
+                raise ParamError(f"Parameter {name!r} is ambiguous for task {self.task!r}: declared by stages {stages}")
+            routed.setdefault(owners[0], {})[name] = value
+        return routed
+
+    def check_params(self, params: dict[str, Any]) -> None:
+        """Raise ParamError unless every param is known and valid for its stage."""
+        params = {k: v for k, v in params.items() if k not in CORE_PARAMS}
+        routed = self.route(params)
+        for i, stage in enumerate(self.stages):
+            stage.params(routed.get(i, {}))
+
+    def stage_params(self, params: dict[str, Any]) -> list[BaseModel]:
+        routed = self.route(params)
+        return [s.params(routed.get(i, {})) for i, s in enumerate(self.stages)]
+
+
 class Pipeline:
     """A task bound to one loaded model; call it on one input or a list of inputs."""
 
@@ -67,27 +116,21 @@ class Pipeline:
         batch_size: int | None = None,
         **params: Any,
     ) -> None:
-        registry = get_registry()
-        entry, name_params = registry.task(task)
-        self.manifest = entry.manifest
-        self.task = entry.manifest.task
-        self.batch_size = _check_batch_size(batch_size or entry.manifest.batching.batch_size)
+        self.plan = TaskPlan(task, params)
+        self.manifest = self.plan.manifest
+        self.task = self.plan.task
+        self.batch_size = _check_batch_size(batch_size or self.manifest.batching.batch_size)
         self.device = default_device(device)
         self.dtype = parse_dtype(dtype)
-        specs = [(registry.stages.get(ref.stage), ref.params) for ref in entry.manifest.stage_refs()]
-        self._stages = [BoundStage(spec, dict(base), _validate_params(spec, dict(base))) for spec, base in specs]
-        fixed = self._route({**name_params, **params})
-        self._stages = [
-            BoundStage(s.spec, {**s.base, **fixed.get(i, {})}, s.params(fixed.get(i, {}))) for i, s in enumerate(self._stages)
-        ]
-        self.model_id = model or entry.manifest.model.default
-        self.model = self._load_model(registry, revision, trust_remote_code, allow_pickle)
+        self.model_id = model or self.manifest.model.default
+        self.model = self._load_model(revision, trust_remote_code, allow_pickle)
         self.context = StageContext(self.model, self.manifest, self.device, self.dtype, self.model_id)
 
-    def _load_model(self, registry: Any, revision: str | None, trust_remote_code: bool, allow_pickle: bool) -> Any:
+    def _load_model(self, revision: str | None, trust_remote_code: bool, allow_pickle: bool) -> Any:
         spec = self.manifest.model
         if self.model_id is None or spec.loader is None:
             return None
+        registry = get_registry()
         revision = revision or spec.revision
         source = ModelSource(
             model_id=self.model_id,
@@ -103,24 +146,7 @@ class Pipeline:
 
     @property
     def param_names(self) -> list[str]:
-        """Every call parameter this task accepts."""
-        names = {name for s in self._stages for name in s.spec.params_model.model_fields}
-        return sorted(names | set(CORE_PARAMS))
-
-    def _route(self, params: dict[str, Any]) -> dict[int, dict[str, Any]]:
-        """Send each param to the one stage whose params model declares it."""
-        routed: dict[int, dict[str, Any]] = {}
-        for name, value in params.items():
-            owners = [i for i, s in enumerate(self._stages) if name in s.spec.params_model.model_fields]
-            if not owners:
-                raise ParamError(
-                    f"Unknown parameter {name!r} for task {self.task!r}. Valid parameters: {', '.join(self.param_names)}"
-                )
-            if len(owners) > 1:
-                stages = ", ".join(self._stages[i].spec.name for i in owners)
-                raise ParamError(f"Parameter {name!r} is ambiguous for task {self.task!r}: declared by stages {stages}")
-            routed.setdefault(owners[0], {})[name] = value
-        return routed
+        return self.plan.param_names
 
     def __call__(self, inputs: Any, *, batch_size: int | None = None, **params: Any) -> Any:
         single = not _is_many(inputs, self.manifest.input)
@@ -133,10 +159,9 @@ class Pipeline:
     def run_items(self, items: Sequence[Any], *, batch_size: int | None = None, **params: Any) -> list[Any]:
         """Results for `items` in input order; batches are formed by length when the task asks."""
         size = _check_batch_size(batch_size or self.batch_size)
-        routed = self._route(params)
-        stage_params = [s.params(routed.get(i, {})) for i, s in enumerate(self._stages)]
+        bound = list(zip(self.plan.stages, self.plan.stage_params(params)))
         n_pre = len(self.manifest.preprocess)
-        pre, rest = list(zip(self._stages, stage_params))[:n_pre], list(zip(self._stages, stage_params))[n_pre:]
+        pre, rest = bound[:n_pre], bound[n_pre:]
         results: list[Any] = [None] * len(items)
         if self.manifest.batching.sort_by_length:
             prepared = [x for start in range(0, len(items), size) for x in self._run(pre, list(items[start : start + size]))]
