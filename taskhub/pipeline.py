@@ -119,7 +119,7 @@ class Pipeline:
         self.plan = TaskPlan(task, params)
         self.manifest = self.plan.manifest
         self.task = self.plan.task
-        self.batch_size = _check_batch_size(batch_size or self.manifest.batching.batch_size)
+        self.batch_size = _check_batch_size(self.manifest.batching.batch_size if batch_size is None else batch_size)
         self.device = default_device(device)
         self.dtype = parse_dtype(dtype)
         self.model_id = model or self.manifest.model.default
@@ -158,7 +158,7 @@ class Pipeline:
 
     def run_items(self, items: Sequence[Any], *, batch_size: int | None = None, **params: Any) -> list[Any]:
         """Results for `items` in input order; batches are formed by length when the task asks."""
-        size = _check_batch_size(batch_size or self.batch_size)
+        size = _check_batch_size(self.batch_size if batch_size is None else batch_size)
         bound = list(zip(self.plan.stages, self.plan.stage_params(params)))
         n_pre = len(self.manifest.preprocess)
         pre, rest = bound[:n_pre], bound[n_pre:]

@@ -1,0 +1,1 @@
+"""Example taskhub plugin: KeyBERT-style keyword extraction."""

@@ -1,0 +1,25 @@
+"""Session-wide test setup: offline hub, no network, quiet model loading."""
+
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+import transformers  # noqa: E402
+
+transformers.utils.logging.disable_progress_bar()
+transformers.utils.logging.set_verbosity_error()
+
+
+@pytest.fixture
+def fresh_caches():
+    """Drop cached pipelines/models before and after a test that counts loads."""
+    import taskhub
+
+    taskhub.clear_caches()
+    yield
+    taskhub.clear_caches()

@@ -1,0 +1,76 @@
+"""Small in-test plugins: registered in fixtures, unregistered in `finally`."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from pydantic import BaseModel, ConfigDict
+
+import taskhub
+from taskhub import hookimpl
+
+
+class UpperParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    suffix: str = ""
+
+
+def upper(items: list[Any], params: UpperParams, ctx: Any) -> list[Any]:
+    return [item.upper() + params.suffix for item in items]
+
+
+class RepeatParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    times: int = 1
+
+
+def repeat(items: list[Any], params: RepeatParams, ctx: Any) -> list[Any]:
+    return [{"text": item * params.times, "length": len(item)} for item in items]
+
+
+def write_manifest(folder: Path, name: str, body: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.yaml"
+    path.write_text(body)
+    return path
+
+
+SHOUT = """\
+task: shout
+aliases: [yell]
+modality: text
+input: text
+preprocess:
+  - stage: fake.upper
+model_stage:
+  stage: fake.repeat
+"""
+
+
+class FakePlugin:
+    """A plugin object with stages and a manifest folder."""
+
+    def __init__(self, manifest_dir: Path, stage_prefix: str = "fake") -> None:
+        self.manifest_dir = manifest_dir
+        self.prefix = stage_prefix
+
+    @hookimpl
+    def register_stages(self, register: Any) -> None:
+        register(f"{self.prefix}.upper", upper, UpperParams)
+        register(f"{self.prefix}.repeat", repeat, RepeatParams)
+
+    @hookimpl
+    def register_manifest_dirs(self, register: Any) -> None:
+        register(self.manifest_dir)
+
+
+@contextmanager
+def installed(plugin: Any, name: str) -> Iterator[None]:
+    taskhub.register_plugin(plugin, name)
+    try:
+        yield
+    finally:
+        taskhub.unregister_plugin(name)
+        taskhub.clear_caches()
