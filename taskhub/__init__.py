@@ -1,6 +1,7 @@
 """taskhub: run any model task from YAML manifests and pluggy plugins with one call."""
 
 from .api import clear_caches, pipeline, run_task
+from .batch import run_job
 from .errors import (
     BadInputError,
     ManifestError,
@@ -38,6 +39,7 @@ __all__ = [
     "pipeline",
     "plugin_statuses",
     "register_plugin",
+    "run_job",
     "run_task",
     "unregister_plugin",
 ]

@@ -79,25 +79,30 @@ class JobInputs(_Strict):
     files: str | None = Field(None, description="Glob, one item per file (relative to the manifest)")
     jsonl: str | None = Field(None, description="JSON Lines file, one item per line")
     csv: str | None = Field(None, description="CSV file with a header, one item per row")
+    reader: str | None = Field(None, description="A reader a plugin registered (register_batch_readers), reading `path`")
+    path: str | None = Field(None, description="What `reader` reads (relative to the manifest)")
     field: str | None = Field(None, description="Field of a jsonl/csv record that holds the input")
     id_field: str | None = Field(None, description="Field of a jsonl/csv record that holds the item id")
 
     @model_validator(mode="after")
     def _exactly_one_source(self) -> "JobInputs":
-        sources = [name for name in ("files", "jsonl", "csv") if getattr(self, name)]
+        sources = [name for name in ("files", "jsonl", "csv", "reader") if getattr(self, name)]
         if len(sources) != 1:
-            raise ValueError(f"give exactly one of files, jsonl, csv (got {sources or 'none'})")
+            raise ValueError(f"give exactly one of files, jsonl, csv, reader (got {sources or 'none'})")
+        if bool(self.reader) != bool(self.path):
+            raise ValueError("reader and path go together: path is what the reader reads")
         if self.files and (self.field or self.id_field):
             raise ValueError("field and id_field apply to jsonl and csv inputs, not files")
         return self
 
     @property
     def kind(self) -> str:
-        return next(name for name in ("files", "jsonl", "csv") if getattr(self, name))
+        """The registered reader that reads this source."""
+        return self.reader or next(name for name in ("files", "jsonl", "csv") if getattr(self, name))
 
     @property
     def location(self) -> str:
-        return getattr(self, self.kind)
+        return self.path if self.reader else getattr(self, self.kind)
 
 
 class JobManifest(_Strict):

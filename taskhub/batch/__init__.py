@@ -1,0 +1,7 @@
+"""Batch jobs: one task over many inputs from a job manifest, locally or on Ray, resumable."""
+
+from .job import run_job
+from .readers import BatchReader, Item
+from .writers import BatchWriter, JsonlWriter, ParquetWriter
+
+__all__ = ["BatchReader", "BatchWriter", "Item", "JsonlWriter", "ParquetWriter", "run_job"]

@@ -1,0 +1,142 @@
+"""Turning a batch of Items into output records, and writing record batches: shared by every executor."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from ..pipeline import Pipeline
+from .progress import Progress
+from .readers import Item, load_input
+from .writers import BatchWriter
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class WorkSpec:
+    """What an executor needs to build the pipeline and make records; plain data, so Ray can ship it."""
+
+    task: str
+    model: str | None  # None: the task's default model
+    revision: str | None
+    device: str | None
+    dtype: str | None
+    params: dict[str, Any]  # call params, validated against the task's stages before any work
+    input_kind: str  # the task manifest's `input`: how a file item is read
+    base: str  # the manifest's folder: relative paths in records resolve against it
+    batch_size: int
+    on_error: Literal["record", "stop"]
+
+
+def build_pipeline(spec: WorkSpec) -> Pipeline:
+    """The job's one pipeline (its model loads here, once)."""
+    return Pipeline(
+        spec.task,
+        spec.model,
+        revision=spec.revision,
+        device=spec.device,
+        dtype=spec.dtype,
+        batch_size=spec.batch_size,
+        **spec.params,
+    )
+
+
+def chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Consecutive lists of `size` items (the last may be shorter), pulled lazily."""
+    it = iter(items)
+    while batch := list(islice(it, size)):
+        yield batch
+
+
+def _error(exc: BaseException) -> dict[str, str]:
+    return {"type": type(exc).__name__, "message": str(exc)}
+
+
+def run_batch(pipe: Pipeline, spec: WorkSpec, items: list[Item]) -> list[dict[str, Any]]:
+    """One record per item, in order. If the batch raises, its items rerun one by one so only
+    the bad ones fail; each failure is recorded as {"type", "message"}."""
+    start = time.perf_counter()
+    inputs: dict[int, Any] = {}
+    errors: dict[int, dict[str, str]] = {}
+    seconds: dict[int, float] = {}
+    for i, item in enumerate(items):
+        try:
+            inputs[i] = load_input(item, spec.input_kind, Path(spec.base))
+        except Exception as exc:  # unreadable file, missing field: this item fails, the batch goes on
+            errors[i] = _error(exc)
+    outputs: dict[int, Any] = {}
+    if inputs:
+        try:
+            outputs = dict(zip(inputs, pipe(list(inputs.values()))))
+        except Exception:
+            for i, value in inputs.items():
+                alone = time.perf_counter()
+                try:
+                    outputs[i] = pipe([value])[0]
+                except Exception as exc:
+                    errors[i] = _error(exc)
+                seconds[i] = time.perf_counter() - alone
+    elapsed = time.perf_counter() - start
+    return [
+        {
+            "id": item.id,
+            "input": item.ref,
+            "output": outputs.get(i),
+            "error": errors.get(i),
+            "metrics": {
+                "seconds": round(seconds.get(i, elapsed / len(items)), 6),
+                "batch_seconds": round(elapsed, 6),
+                "batch_items": len(items),
+            },
+        }
+        for i, item in enumerate(items)
+    ]
+
+
+@dataclass
+class RunOutcome:
+    """What an executor did: records written, and why it stopped early (if it did)."""
+
+    done: int = 0  # successful records written
+    failed: int = 0  # error records written, or the items that stopped the job (not written)
+    written: int = 0  # records written, successful or not
+    stopped: Literal["interrupted", "error"] | None = None
+    first_error: dict[str, Any] | None = None  # {"id", "type", "message"}
+
+
+def write_batches(
+    batches: Iterable[list[dict[str, Any]]],
+    writer: BatchWriter,
+    progress: Progress,
+    on_error: str,
+    stop_requested: Any,
+) -> RunOutcome:
+    """Write each record batch as it comes. With on_error=stop, write what succeeded and stop at
+    the first failure (its record is not written, so a rerun retries it). `stop_requested()`
+    is checked after every batch (Ctrl-C)."""
+    outcome = RunOutcome()
+    for records in batches:
+        bad = [r for r in records if r["error"] is not None]
+        if bad and outcome.first_error is None:
+            outcome.first_error = {"id": bad[0]["id"], **bad[0]["error"]}
+        if bad and on_error == "stop":
+            records = [r for r in records if r["error"] is None]
+            outcome.stopped = "error"
+        if records:
+            writer.write(records)
+        outcome.written += len(records)
+        ok = sum(r["error"] is None for r in records)
+        outcome.done += ok
+        outcome.failed += len(bad)
+        progress.update(ok, len(bad))
+        if outcome.stopped:
+            break
+        if stop_requested():
+            outcome.stopped = "interrupted"
+            break
+    return outcome
