@@ -1,0 +1,82 @@
+"""Model loader of the vision plugin: a PIL-backend image processor plus a transformers model with the task's head."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import transformers
+from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.image_processing_utils import BaseImageProcessor
+from transformers.models.auto import modeling_auto
+
+from taskhub.errors import ModelNotAvailableError
+from taskhub.models import ModelSource
+
+HEADS = {
+    "base": "AutoModel",
+    "image-classification": "AutoModelForImageClassification",
+    "object-detection": "AutoModelForObjectDetection",
+    "depth-estimation": "AutoModelForDepthEstimation",
+    "zero-shot-image-classification": "AutoModelForZeroShotImageClassification",
+    "segmentation": None,  # picked per checkpoint from SEGMENTATION_MAPPINGS
+}
+# Segmentation heads in the order HF's image-segmentation pipeline prefers them (panoptic, instance, semantic).
+SEGMENTATION_MAPPINGS = (
+    modeling_auto.MODEL_FOR_UNIVERSAL_SEGMENTATION_MAPPING_NAMES,
+    modeling_auto.MODEL_FOR_IMAGE_SEGMENTATION_MAPPING_NAMES,
+    modeling_auto.MODEL_FOR_INSTANCE_SEGMENTATION_MAPPING_NAMES,
+    modeling_auto.MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES,
+)
+
+
+@dataclass
+class VisionModel:
+    """What vision stages find in ctx.model."""
+
+    processor: BaseImageProcessor
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase | None = None  # text side of CLIP-style models
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+
+def load_vision_model(source: ModelSource) -> VisionModel:
+    """Image processor (PIL backend: needs no torchvision) + model; `options.head` picks the head."""
+    head = source.options.get("head", "base")
+    if head not in HEADS:
+        raise ModelNotAvailableError(f"Unknown vision model head {head!r}; expected one of {', '.join(HEADS)}")
+    remote = source.trust_remote_code
+    processor = AutoImageProcessor.from_pretrained(source.path, backend="pil", trust_remote_code=remote)
+    kwargs: dict[str, Any] = {"trust_remote_code": remote}
+    if not source.allow_pickle:
+        kwargs["use_safetensors"] = True
+    if source.dtype is not None:
+        kwargs["dtype"] = source.dtype
+    auto_class: Any = getattr(transformers, HEADS[head] or _segmentation_class(source))
+    model = auto_class.from_pretrained(source.path, **kwargs).to(source.device).eval()
+    tokenizer = None
+    if head == "zero-shot-image-classification":
+        tokenizer = AutoTokenizer.from_pretrained(source.path, trust_remote_code=remote)
+    return VisionModel(processor, model, tokenizer)
+
+
+def _segmentation_class(source: ModelSource) -> str:
+    """The segmentation class the checkpoint was saved with, else the first that fits its model type."""
+    config = AutoConfig.from_pretrained(source.path, trust_remote_code=source.trust_remote_code)
+    saved = set(getattr(config, "architectures", None) or [])
+    for mapping in SEGMENTATION_MAPPINGS:
+        name = mapping.get(config.model_type)
+        if name in saved:
+            return name
+    for mapping in SEGMENTATION_MAPPINGS:
+        if config.model_type in mapping:
+            return mapping[config.model_type]
+    raise ModelNotAvailableError(f"Model type {config.model_type!r} has no image segmentation head in transformers.")
