@@ -79,7 +79,7 @@ def ctc_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     model = Wav2Vec2ForCTC(_wav2vec2_config(vocab_size=len(vocab), pad_token_id=0)).eval()
     with torch.no_grad():
-        model.lm_head.bias[vocab["|"]] += 1.5  # word breaks now and then, for word timestamps
+        model.lm_head.bias[vocab["|"]] += 2.5  # word breaks now and then, for word timestamps
     model.save_pretrained(path, safe_serialization=True)
     return path
 
@@ -167,7 +167,9 @@ def vits_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path.mkdir()
     vocab = {c: i for i, c in enumerate(["_", " ", *CHARS, ".", ","])}  # "_": the blank add_blank inserts
     (path / "vocab.json").write_text(json.dumps(vocab))
-    VitsTokenizer(str(path / "vocab.json"), add_blank=True, normalize=True, pad_token="_", unk_token="<unk>").save_pretrained(path)
+    VitsTokenizer(
+        str(path / "vocab.json"), add_blank=True, normalize=True, phonemize=False, is_uroman=False, pad_token="_", unk_token="<unk>"
+    ).save_pretrained(path)
     config = VitsConfig(
         vocab_size=len(vocab),
         hidden_size=16,
