@@ -30,6 +30,7 @@ from transformers import (
     SwinConfig,
     ViTConfig,
     ViTForImageClassification,
+    ViTModel,
 )
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 from transformers.models.convnext.image_processing_pil_convnext import ConvNextImageProcessorPil
@@ -49,9 +50,10 @@ def _labels(n: int) -> dict[str, object]:
     return {"id2label": {i: LABELS[i] for i in range(n)}, "label2id": {LABELS[i]: i for i in range(n)}}
 
 
-def _save(root: Path, name: str, model: torch.nn.Module, processor: object, tokenizer: object = None) -> Path:
-    torch.manual_seed(0)
-    path = root / name
+def _save(
+    factory: pytest.TempPathFactory, name: str, model: torch.nn.Module, processor: object, tokenizer: object = None
+) -> Path:
+    path = factory.mktemp(name)
     model.eval().save_pretrained(path, safe_serialization=True)
     processor.save_pretrained(path)  # type: ignore[attr-defined]
     if tokenizer is not None:
@@ -66,30 +68,35 @@ def _tiny_resnet() -> ResNetConfig:
 
 
 @pytest.fixture(scope="session")
-def vision_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("vision-models")
-
-
-@pytest.fixture(scope="session")
-def vit_classifier(vision_root: Path) -> Path:
+def vit_classifier(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     config = ViTConfig(
         image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
         intermediate_size=64, **_labels(5),
     )
-    return _save(vision_root, "vit", ViTForImageClassification(config), ViTImageProcessorPil(size={"height": 32, "width": 32}))
+    return _save(tmp_path_factory, "vit", ViTForImageClassification(config), ViTImageProcessorPil(size={"height": 32, "width": 32}))
 
 
 @pytest.fixture(scope="session")
-def convnext_classifier(vision_root: Path) -> Path:
+def vit_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A bare ViT with its pooler (the classifier checkpoint has none, so AutoModel would add a random one)."""
+    torch.manual_seed(0)
+    config = ViTConfig(
+        image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
+    )
+    return _save(tmp_path_factory, "vit-base", ViTModel(config), ViTImageProcessorPil(size={"height": 32, "width": 32}))
+
+
+@pytest.fixture(scope="session")
+def convnext_classifier(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     config = ConvNextConfig(hidden_sizes=[8, 16], depths=[1, 1], num_stages=2, **_labels(3))
     processor = ConvNextImageProcessorPil(size={"shortest_edge": 40}, crop_pct=0.875)
-    return _save(vision_root, "convnext", ConvNextForImageClassification(config), processor)
+    return _save(tmp_path_factory, "convnext", ConvNextForImageClassification(config), processor)
 
 
 @pytest.fixture(scope="session")
-def detr_detector(vision_root: Path) -> Path:
+def detr_detector(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     config = DetrConfig(
         backbone_config=_tiny_resnet(), d_model=32, encoder_layers=1, decoder_layers=1,
@@ -97,22 +104,22 @@ def detr_detector(vision_root: Path) -> Path:
         num_queries=12, **_labels(4),
     )
     processor = DetrImageProcessorPil(size={"shortest_edge": 48, "longest_edge": 80})
-    return _save(vision_root, "detr", DetrForObjectDetection(config), processor)
+    return _save(tmp_path_factory, "detr", DetrForObjectDetection(config), processor)
 
 
 @pytest.fixture(scope="session")
-def segformer_segmenter(vision_root: Path) -> Path:
+def segformer_segmenter(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     config = SegformerConfig(
         num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1], hidden_sizes=[8, 16], patch_sizes=[7, 3],
         strides=[4, 2], num_attention_heads=[1, 2], mlp_ratios=[2, 2], decoder_hidden_size=16, **_labels(4),
     )
     processor = SegformerImageProcessorPil(size={"height": 32, "width": 32})
-    return _save(vision_root, "segformer", SegformerForSemanticSegmentation(config), processor)
+    return _save(tmp_path_factory, "segformer", SegformerForSemanticSegmentation(config), processor)
 
 
 @pytest.fixture(scope="session")
-def mask2former_segmenter(vision_root: Path) -> Path:
+def mask2former_segmenter(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     backbone = SwinConfig(
         image_size=32, patch_size=4, embed_dim=8, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1], window_size=2,
@@ -124,11 +131,11 @@ def mask2former_segmenter(vision_root: Path) -> Path:
         common_stride=4, **_labels(3),
     )
     processor = Mask2FormerImageProcessorPil(size={"height": 64, "width": 64})
-    return _save(vision_root, "mask2former", Mask2FormerForUniversalSegmentation(config), processor)
+    return _save(tmp_path_factory, "mask2former", Mask2FormerForUniversalSegmentation(config), processor)
 
 
 @pytest.fixture(scope="session")
-def dpt_depth(vision_root: Path) -> Path:
+def dpt_depth(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     config = DPTConfig(
         image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
@@ -136,17 +143,17 @@ def dpt_depth(vision_root: Path) -> Path:
         fusion_hidden_size=16, head_in_index=-1,
     )
     processor = DPTImageProcessorPil(size={"height": 32, "width": 32}, keep_aspect_ratio=False)
-    return _save(vision_root, "dpt", DPTForDepthEstimation(config), processor)
+    return _save(tmp_path_factory, "dpt", DPTForDepthEstimation(config), processor)
 
 
 @pytest.fixture(scope="session")
-def glpn_depth(vision_root: Path) -> Path:
+def glpn_depth(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     config = GLPNConfig(
         num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1], hidden_sizes=[8, 16], patch_sizes=[7, 3],
         strides=[4, 2], num_attention_heads=[1, 2], mlp_ratios=[2, 2], decoder_hidden_size=16, head_hidden_size=8,
     )
-    return _save(vision_root, "glpn", GLPNForDepthEstimation(config), GLPNImageProcessorPil(size_divisor=32))
+    return _save(tmp_path_factory, "glpn", GLPNForDepthEstimation(config), GLPNImageProcessorPil(size_divisor=32))
 
 
 def _clip_tokenizer(eos: str) -> PreTrainedTokenizerFast:
@@ -165,7 +172,7 @@ def _clip_tokenizer(eos: str) -> PreTrainedTokenizerFast:
 
 
 @pytest.fixture(scope="session")
-def clip_model(vision_root: Path) -> Path:
+def clip_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     tokenizer = _clip_tokenizer("</s>")
     config = CLIPConfig(
@@ -181,7 +188,7 @@ def clip_model(vision_root: Path) -> Path:
         projection_dim=16,
     )
     processor = CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-    return _save(vision_root, "clip", CLIPModel(config), processor, tokenizer)
+    return _save(tmp_path_factory, "clip", CLIPModel(config), processor, tokenizer)
 
 
 def hf_processor(path: Path) -> object:

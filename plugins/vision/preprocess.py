@@ -19,6 +19,7 @@ from transformers.image_processing_backends import PilBackend
 from transformers.image_processing_utils import BaseImageProcessor
 
 from taskhub import StageContext
+from taskhub.errors import BadInputError
 from taskhub.registry import NoParams
 
 from .images import map_in_threads
@@ -113,7 +114,10 @@ def _value_table(processor: BaseImageProcessor) -> np.ndarray:
 
 def run_processor(processor: BaseImageProcessor, image: Image.Image) -> PixelInputs:
     """The processor itself on one image: what any other processor gets."""
-    encoded = processor(images=[image], return_tensors="pt")
+    try:
+        encoded = processor(images=[image], return_tensors="pt")
+    except ValueError as exc:  # e.g. an image smaller than the model's size divisor
+        raise BadInputError(f"A {image.width}x{image.height} image cannot be prepared for this model: {exc}") from None
     tensors = {k: v[0] for k, v in encoded.items() if isinstance(v, torch.Tensor)}
     return PixelInputs(tensors, (image.height, image.width))
 

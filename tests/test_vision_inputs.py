@@ -1,0 +1,134 @@
+"""Image inputs: every accepted form gives HF's RGB image; every bad input is a BadInputError naming it."""
+
+from __future__ import annotations
+
+import base64
+import io
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fixtures_vision import SAMPLE_FILES, exif_rotated_jpeg, vit_classifier  # noqa: F401
+from PIL import Image
+from transformers.image_utils import load_image as hf_load_image
+
+import taskhub
+from taskhub.errors import BadInputError
+from taskhub_vision import load_image
+from taskhub_vision.images import load_images
+
+
+def _pixels(image: Image.Image) -> np.ndarray:
+    assert image.mode == "RGB"
+    return np.asarray(image)
+
+
+@pytest.mark.parametrize("path", SAMPLE_FILES, ids=lambda p: p.name)
+def test_path_bytes_and_data_uri_decode_like_hf_load_image(path: Path) -> None:
+    expected = _pixels(hf_load_image(str(path)))
+    data = path.read_bytes()
+    uri = f"data:image/{path.suffix[1:]};base64," + base64.b64encode(data).decode()
+    for value in (str(path), path, data, bytearray(data), uri):
+        np.testing.assert_array_equal(_pixels(load_image(value)), expected)
+
+
+def test_pil_and_numpy_inputs() -> None:
+    rgba = Image.open(SAMPLE_FILES[-1])
+    np.testing.assert_array_equal(_pixels(load_image(rgba)), _pixels(hf_load_image(rgba)))
+    hwc = np.random.default_rng(0).integers(0, 256, (7, 9, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(_pixels(load_image(hwc)), hwc)
+    gray = hwc[:, :, 0]
+    np.testing.assert_array_equal(_pixels(load_image(gray)), np.repeat(gray[:, :, None], 3, axis=2))
+    np.testing.assert_array_equal(_pixels(load_image(gray[:, :, None])), np.repeat(gray[:, :, None], 3, axis=2))
+    with_alpha = np.concatenate([hwc, np.full((7, 9, 1), 255, np.uint8)], axis=2)
+    np.testing.assert_array_equal(_pixels(load_image(with_alpha)), hwc)
+
+
+def test_exif_orientation_is_applied(exif_rotated_jpeg: tuple[Path, np.ndarray]) -> None:  # noqa: F811
+    path, upright = exif_rotated_jpeg
+    assert Image.open(path).size == (40, 60)  # stored sideways
+    image = load_image(str(path))
+    assert image.size == (60, 40)
+    pixels = _pixels(image).astype(int)
+    assert np.abs(pixels - upright).max() <= 8  # JPEG rounding only: the red band is on top again
+    np.testing.assert_array_equal(pixels, _pixels(hf_load_image(str(path))))
+
+
+def test_batch_decoding_on_the_pool_matches_one_by_one() -> None:
+    values = [str(p) for p in SAMPLE_FILES] * 3
+    together = load_images(values, None, None)  # type: ignore[arg-type]
+    for value, image in zip(values, together):
+        np.testing.assert_array_equal(_pixels(image), _pixels(load_image(value)))
+
+
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def _png_header(width: int, height: int, pixels: bytes = b"") -> bytes:
+    """A PNG whose header claims width x height, with `pixels` as its (possibly bogus) image data."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", pixels) + _chunk(b"IEND", b"")
+
+
+def test_decompression_bomb_is_an_error() -> None:
+    huge = _png_header(100_000, 100_000)  # 10^10 pixels: over twice Pillow's limit
+    with pytest.raises(BadInputError, match="bytes input 0 is too large to decode safely"):
+        load_image(huge)
+
+
+def test_image_over_the_limit_is_an_error_not_a_warning(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    path = tmp_path / "big.png"
+    Image.new("RGB", (64, 64)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 64 * 64 - 1)  # over the limit, under twice it: Pillow only warns
+    with pytest.raises(BadInputError, match=r"image file '.*big\.png' is too large"):
+        load_image(str(path))
+
+
+def test_corrupt_truncated_and_non_image_files(tmp_path: Path) -> None:
+    data = SAMPLE_FILES[0].read_bytes()
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes(data[: len(data) // 3])
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(_png_header(8, 8, b"not zlib data" * 4))
+    text = tmp_path / "notes.txt"
+    text.write_text("not an image")
+    with pytest.raises(BadInputError, match=r"image file '.*truncated\.jpg' is corrupt or truncated"):
+        load_image(str(truncated))
+    with pytest.raises(BadInputError, match=r"image file '.*corrupt\.png' is corrupt or truncated"):
+        load_image(str(corrupt))
+    with pytest.raises(BadInputError, match=r"image file '.*notes\.txt' is not an image"):
+        load_image(str(text))
+    with pytest.raises(BadInputError, match="bytes input 3 is not an image"):
+        load_image(b"plain bytes", 3)
+    with pytest.raises(BadInputError, match=r"image file '.*missing\.jpg' does not exist"):
+        load_image(str(tmp_path / "missing.jpg"))
+    with pytest.raises(BadInputError, match="data URI input 0 is not valid base64"):
+        load_image("data:image/png;base64,@@@")
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (42, "Input 2 is a int; expected an image path"),
+        (np.zeros((4, 4, 3), dtype=np.float32), "array input 2 has dtype float32; expected uint8"),
+        (np.zeros((4, 4, 2), dtype=np.uint8), r"array input 2 has shape \(4, 4, 2\)"),
+    ],
+    ids=["int", "float-array", "two-channels"],
+)
+def test_wrong_types_are_rejected(value: object, message: str) -> None:
+    with pytest.raises(BadInputError, match=message):
+        load_image(value, 2)
+
+
+def test_run_task_reports_the_bad_file(vit_classifier: Path, tmp_path: Path) -> None:  # noqa: F811
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff" + b"\x00" * 20)
+    pipe = taskhub.pipeline("image-classification", str(vit_classifier))
+    with pytest.raises(BadInputError, match=r"broken\.jpg"):
+        pipe([str(SAMPLE_FILES[0]), str(bad)])
+    buffer = io.BytesIO()
+    Image.open(SAMPLE_FILES[0]).save(buffer, format="PNG")
+    assert pipe(buffer.getvalue()) == pipe(str(SAMPLE_FILES[0]))  # lossless re-encode: same result
