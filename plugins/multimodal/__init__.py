@@ -1,1 +1,1 @@
-"""taskhub built-in multimodal plugin."""
+"""taskhub built-in multimodal plugin: image captioning and visual chat, decoding through taskhub_textgen."""
