@@ -13,20 +13,14 @@ from typing import Any
 
 from ..errors import BadInputError, ManifestError, ParamError, TaskhubError, UnknownTaskError
 from ..manifest import JobManifest, _node_at, load_job_manifest, read_yaml
-from ..pipeline import Pipeline
+from ..models import parse_dtype
+from ..pipeline import TaskPlan
 from ..plugins import get_registry
 from .local import run_local
 from .progress import Progress, summary_line
 from .readers import BatchReader
 from .records import RunOutcome, WorkSpec
 from .writers import BatchWriter
-
-
-class _CheckedPipeline(Pipeline):
-    """A Pipeline that resolves the task and validates params exactly as a real one does, but loads no model."""
-
-    def _load_model(self, *args: Any) -> None:
-        return None
 
 
 @dataclass
@@ -81,9 +75,13 @@ def _plan(job: JobManifest, src: _Source) -> _Plan:
     if "batch_size" in job.params:
         raise src.error(("params", "batch_size"), "set the job's batch_size field instead")
     try:
-        _CheckedPipeline(job.task, job.model, revision=job.revision, device=job.device, dtype=job.dtype, **job.params)
+        TaskPlan(job.task, job.params)
     except ParamError as exc:
         raise src.error(("params",), str(exc)) from None
+    try:
+        parse_dtype(job.dtype)
+    except ParamError as exc:
+        raise src.error(("dtype",), str(exc)) from None
     kind = entry.manifest.input
     if job.inputs.kind in ("jsonl", "csv") and job.inputs.field is None and kind != "object":
         raise src.error(("inputs", "field"), f"required: task {job.task!r} takes {kind} inputs; name the field holding them")

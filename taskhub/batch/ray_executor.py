@@ -58,7 +58,7 @@ def run_ray(spec: WorkSpec, todo: Iterable[Item], writer: BatchWriter, progress:
             PipelineActor,
             fn_constructor_kwargs={"spec": spec},
             batch_size=spec.batch_size,
-            concurrency=workers,
+            compute=ray.data.ActorPoolStrategy(size=workers),
             batch_format="numpy",
         )
         with GracefulStop() as stop:

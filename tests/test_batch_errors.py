@@ -1,0 +1,88 @@
+"""Batch jobs and bad inputs: per-item errors, on_error=stop, duplicate ids and unreadable sources."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fixtures_batch import read_records, reference_embeddings, write_job, write_jsonl, write_texts
+
+import taskhub
+from taskhub.errors import BadInputError
+
+
+def test_a_non_utf8_file_fails_alone_and_the_others_are_right(tmp_path: Path) -> None:
+    texts = write_texts(tmp_path / "docs", 5)
+    (tmp_path / "docs" / "t002.txt").write_bytes("caf\u00e9 au lait".encode("latin-1"))
+    summary = taskhub.run_job(write_job(tmp_path, inputs={"files": "docs/*.txt"}), quiet=True)
+    assert (summary["done"], summary["failed"], summary["stopped"]) == (4, 1, None)
+    assert summary["error"]["id"] == "t002.txt"
+    by_id = {r["id"]: r for r in read_records(tmp_path / "out.jsonl")}
+    bad = by_id.pop("t002.txt")
+    assert bad["output"] is None and bad["error"]["type"] == "BadInputError"
+    assert "not UTF-8" in bad["error"]["message"] and "t002.txt" in bad["error"]["message"]
+    names = sorted(by_id)
+    assert all(by_id[n]["error"] is None for n in names)
+    np.testing.assert_allclose([by_id[n]["output"] for n in names], reference_embeddings([texts[n] for n in names]), atol=2e-5)
+
+
+def _mixed(tmp_path: Path) -> Path:
+    """Six records; "c" holds a number where the task needs text, so the batch holding it raises."""
+    values = {"a": "first text", "b": "second text", "c": 12345, "d": "fourth text", "e": "fifth", "f": "sixth"}
+    return write_jsonl(tmp_path / "mixed.jsonl", [{"id": k, "text": v} for k, v in values.items()])
+
+
+def test_a_batch_that_raises_is_rerun_item_by_item(tmp_path: Path) -> None:
+    _mixed(tmp_path)
+    job = write_job(tmp_path, inputs={"jsonl": "mixed.jsonl", "field": "text", "id_field": "id"}, batch_size=2)
+    summary = taskhub.run_job(job, quiet=True)
+    assert (summary["done"], summary["failed"]) == (5, 1)
+    records = read_records(tmp_path / "out.jsonl")
+    assert [r["id"] for r in records] == list("abcdef")
+    bad = records[2]
+    assert bad["error"]["type"] == "BadInputError" and "expected a string" in bad["error"]["message"]
+    good = [r for r in records if r["id"] != "c"]
+    want = reference_embeddings(["first text", "second text", "fourth text", "fifth", "sixth"])
+    np.testing.assert_allclose([r["output"] for r in good], want, atol=2e-5)
+    assert records[3]["metrics"]["batch_items"] == 2  # "d" shared its batch with "c" and still succeeded
+
+
+def test_on_error_stop_writes_what_succeeded_and_not_the_failure(tmp_path: Path) -> None:
+    _mixed(tmp_path)
+    job = write_job(
+        tmp_path, inputs={"jsonl": "mixed.jsonl", "field": "text", "id_field": "id"}, batch_size=2, on_error="stop"
+    )
+    summary = taskhub.run_job(job, quiet=True)
+    assert summary["stopped"] == "error" and summary["error"]["id"] == "c"
+    assert (summary["done"], summary["failed"], summary["remaining"]) == (3, 1, 3)
+    assert [r["id"] for r in read_records(tmp_path / "out.jsonl")] == ["a", "b", "d"]
+
+
+def test_a_missing_input_field_fails_that_item_only(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "d.jsonl", [{"text": "has text"}, {"body": "no text field"}])
+    taskhub.run_job(write_job(tmp_path, inputs={"jsonl": "d.jsonl", "field": "text"}), quiet=True)
+    ok, missing = read_records(tmp_path / "out.jsonl")
+    np.testing.assert_allclose(ok["output"], reference_embeddings(["has text"])[0], atol=2e-5)
+    assert missing["id"] == 2 and missing["error"]["type"] == "BadInputError"
+    assert "d.jsonl:2: no field 'text' (fields: body)" in missing["error"]["message"]
+
+
+def test_duplicate_ids_stop_the_job_before_any_work(tmp_path: Path) -> None:
+    records = [{"id": i, "text": f"text {n}"} for n, i in enumerate(["a", "b", "a", "c", 5, "5", "d"])]
+    write_jsonl(tmp_path / "dups.jsonl", records)
+    job = write_job(tmp_path, inputs={"jsonl": "dups.jsonl", "field": "text", "id_field": "id"})
+    with pytest.raises(BadInputError) as err:
+        taskhub.run_job(job, quiet=True)
+    message = str(err.value)
+    assert "2 duplicate ids" in message and "'a' at items 1, 3" in message and "'5' at items 5, 6" in message
+    assert not (tmp_path / "out.jsonl").exists()
+    with pytest.raises(BadInputError):
+        taskhub.run_job(job, dry_run=True, quiet=True)
+
+
+def test_an_unparseable_line_stops_the_job_before_any_work(tmp_path: Path) -> None:
+    (tmp_path / "d.jsonl").write_text('{"text": "fine"}\n{"text": "broken\n')
+    with pytest.raises(BadInputError, match=r"d\.jsonl:2: not valid JSON"):
+        taskhub.run_job(write_job(tmp_path, inputs={"jsonl": "d.jsonl", "field": "text"}), quiet=True)
+    assert not (tmp_path / "out.jsonl").exists()
