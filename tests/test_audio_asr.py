@@ -120,9 +120,13 @@ def test_whisper_greedy_equals_generate_and_the_transformers_pipeline(whisper, w
         assert ours(str(SPEECH["numbers.wav"]), max_new_tokens=40, language=language, whisper_task=task)["text"] == expected
 
 
-def test_whisper_sampling_controls_apply(whisper) -> None:
-    ours, _ = whisper
+def test_whisper_sampling_controls_apply(whisper, whisper_model: Path) -> None:  # noqa: F811
+    ours, model = whisper
     path = str(SPEECH["numbers.wav"])
+    tokenizer = AutoTokenizer.from_pretrained(whisper_model)
+    features = _whisper_inputs(whisper_model, read("numbers.wav"))
+    for controls in ({"num_beams": 2}, {"repetition_penalty": 1.5, "no_repeat_ngram_size": 2}):
+        assert ours(path, max_new_tokens=40, **controls)["text"] == _hf_text(model, tokenizer, features, **controls)
     greedy = ours(path, max_new_tokens=40)
     assert ours(path, max_new_tokens=40, do_sample=True, top_k=1, seed=1) == greedy  # top-1 sampling is greedy
     first = ours(path, max_new_tokens=40, do_sample=True, temperature=1.5, seed=7)
