@@ -90,7 +90,8 @@ def classifier_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("audio") / "wav2vec2-ks"
     labels = {"id2label": dict(enumerate(LABELS)), "label2id": {label: i for i, label in enumerate(LABELS)}}
     torch.manual_seed(0)
-    model = Wav2Vec2ForSequenceClassification(_wav2vec2_config(num_labels=len(LABELS), classifier_proj_size=16, **labels))
+    config = _wav2vec2_config(num_labels=len(LABELS), classifier_proj_size=16, **labels)
+    model = Wav2Vec2ForSequenceClassification(config)
     model.eval().save_pretrained(path, safe_serialization=True)
     Wav2Vec2FeatureExtractor(return_attention_mask=True).save_pretrained(path)
     return path
@@ -167,9 +168,10 @@ def vits_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path.mkdir()
     vocab = {c: i for i, c in enumerate(["_", " ", *CHARS, ".", ","])}  # "_": the blank add_blank inserts
     (path / "vocab.json").write_text(json.dumps(vocab))
-    VitsTokenizer(
-        str(path / "vocab.json"), add_blank=True, normalize=True, phonemize=False, is_uroman=False, pad_token="_", unk_token="<unk>"
-    ).save_pretrained(path)
+    tokenizer = VitsTokenizer(
+        str(path / "vocab.json"), add_blank=True, normalize=True, phonemize=False, is_uroman=False, pad_token="_"
+    )
+    tokenizer.save_pretrained(path)
     config = VitsConfig(
         vocab_size=len(vocab),
         hidden_size=16,

@@ -18,9 +18,8 @@ NAMES = ("hello.wav", "numbers.wav")
 
 @pytest.fixture(scope="module")
 def pipes(classifier_model: Path):  # noqa: F811
-    return pipeline("audio-classification", model=str(classifier_model)), hf_pipeline(
-        "audio-classification", model=str(classifier_model)
-    )
+    ours = pipeline("audio-classification", model=str(classifier_model), device="cpu")
+    return ours, hf_pipeline("audio-classification", model=str(classifier_model), device="cpu")
 
 
 def _assert_same(got: list[dict], expected: list[dict]) -> None:

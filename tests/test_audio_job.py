@@ -23,7 +23,7 @@ JOB = Path(__file__).resolve().parents[1] / "manifests" / "jobs" / "audio-asr.ya
 def _job_with_model(tmp_path: Path, model: Path, files: str) -> Path:
     """The shipped job manifest with the tiny model in place of the hub one and paths made absolute."""
     body = yaml.safe_load(JOB.read_text())
-    body.update(model=str(model), output=str(tmp_path / "asr.jsonl"))
+    body.update(model=str(model), device="cpu", output=str(tmp_path / "asr.jsonl"))
     body["inputs"]["files"] = files
     path = tmp_path / "audio-asr.yaml"
     path.write_text(yaml.safe_dump(body))
@@ -37,7 +37,7 @@ def test_shipped_asr_job_transcribes_the_sample_wavs(ctc_model: Path, tmp_path: 
     wavs = sorted(SAMPLES.glob("*.wav"))
     assert summary["done"] == len(wavs) == len(records) >= 2
     params = yaml.safe_load(JOB.read_text())["params"]
-    direct = pipeline("asr", model=str(ctc_model), **params)
+    direct = pipeline("asr", model=str(ctc_model), device="cpu", **params)
     for record in sorted(records, key=lambda r: r["input"]):
         assert record["error"] is None
         expected = json.loads(json.dumps(direct(record["input"])))  # timestamps: tuples -> lists in JSONL
@@ -56,24 +56,29 @@ def test_job_records_bad_audio_and_goes_on(ctc_model: Path, tmp_path: Path) -> N
     summary = run_job(_job_with_model(tmp_path, ctc_model, str(folder / "*.wav")), quiet=True)
     records = {Path(r["input"]).name: r for r in read_records(tmp_path / "asr.jsonl")}
     assert summary["done"] == 2 and summary["failed"] == 3
-    assert records["a-good.wav"]["output"]["text"] == pipeline("asr", model=str(ctc_model))(str(folder / "a-good.wav"))["text"]
+    direct = pipeline("asr", model=str(ctc_model), device="cpu")
+    assert records["a-good.wav"]["output"]["text"] == direct(str(folder / "a-good.wav"))["text"]
     assert records["e-stereo-8k.wav"]["error"] is None
-    for name, words in (("b-truncated.wav", "truncated"), ("c-text.wav", "not readable audio"), ("d-empty.wav", "empty file")):
+    expected = {"b-truncated.wav": "truncated", "c-text.wav": "not readable audio", "d-empty.wav": "empty file"}
+    for name, words in expected.items():
         error = records[name]["error"]
         assert error["type"] == "BadInputError" and words in error["message"] and name in error["message"]
 
 
-def test_cli_runs_asr_on_a_file_and_tts_to_a_wav(ctc_model: Path, vits_model: Path, tmp_path: Path, capsys) -> None:  # noqa: F811
-    assert main(["run", "asr", str(SPEECH["numbers.wav"]), "--model", str(ctc_model), "--json"]) == 0
+def test_cli_runs_asr_on_a_file_and_tts_to_a_wav(
+    ctc_model: Path, vits_model: Path, tmp_path: Path, capsys  # noqa: F811
+) -> None:
+    assert main(["run", "asr", str(SPEECH["numbers.wav"]), "--model", str(ctc_model), "--device", "cpu", "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
-    assert printed == pipeline("asr", model=str(ctc_model))(str(SPEECH["numbers.wav"]))
+    assert printed == pipeline("asr", model=str(ctc_model), device="cpu")(str(SPEECH["numbers.wav"]))
     out = tmp_path / "speech.wav"
-    assert main(["run", "tts", "hello there", "--model", str(vits_model), "--param", "seed=4", "--output", str(out)]) == 0
+    tts_args = ["--model", str(vits_model), "--device", "cpu", "--param", "seed=4", "--output", str(out)]
+    assert main(["run", "tts", "hello there", *tts_args]) == 0
     samples, rate = sf.read(out, dtype="float32")
-    expected = pipeline("tts", model=str(vits_model))("hello there", seed=4)
+    expected = pipeline("tts", model=str(vits_model), device="cpu")("hello there", seed=4)
     assert rate == expected["sampling_rate"] and len(samples) == len(expected["audio"])
     bad = tmp_path / "bad.wav"
     bad.write_text("text")
-    assert main(["run", "asr", str(bad), "--model", str(ctc_model)]) == 1
+    assert main(["run", "asr", str(bad), "--model", str(ctc_model), "--device", "cpu"]) == 1
     err = capsys.readouterr().err
     assert "bad.wav) is not readable audio" in err and "Traceback" not in err

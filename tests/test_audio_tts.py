@@ -18,11 +18,11 @@ from taskhub.errors import BadInputError, ParamError
 
 @pytest.fixture(scope="module")
 def tts(vits_model: Path):  # noqa: F811
-    return pipeline("text-to-speech", model=str(vits_model))
+    return pipeline("text-to-speech", model=str(vits_model), device="cpu")
 
 
 def test_audio_equals_the_transformers_pipeline_with_the_same_seed(tts, vits_model: Path) -> None:  # noqa: F811
-    theirs = hf_pipeline("text-to-audio", model=str(vits_model))
+    theirs = hf_pipeline("text-to-audio", model=str(vits_model), device="cpu")
     for text, seed in (("Hello world.", 3), ("one, two, three", 11)):
         set_seed(seed)
         expected = theirs(text)
@@ -41,8 +41,8 @@ def test_seed_makes_audio_reproducible_and_batch_independent(tts) -> None:
 
 
 def test_alias_and_run_task(vits_model: Path) -> None:  # noqa: F811
-    got = run_task("text-to-audio", "hello", model=str(vits_model), seed=1)
-    assert got == pipeline("tts", model=str(vits_model))("hello", seed=1)
+    got = run_task("text-to-audio", "hello", model=str(vits_model), device="cpu", seed=1)
+    assert got == pipeline("tts", model=str(vits_model), device="cpu")("hello", seed=1)
 
 
 def test_write_wav_round_trips(tts, tmp_path: Path) -> None:

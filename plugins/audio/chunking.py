@@ -33,7 +33,9 @@ def chunk_sizes(
     """
     if stride_length_s is None:
         stride_length_s = chunk_length_s / 6
-    left_s, right_s = (stride_length_s, stride_length_s) if isinstance(stride_length_s, (int, float)) else stride_length_s
+    if isinstance(stride_length_s, (int, float)):
+        stride_length_s = (stride_length_s, stride_length_s)
+    left_s, right_s = stride_length_s
     chunk, left, right = (int(round(s * rate / align_to) * align_to) for s in (chunk_length_s, left_s, right_s))
     if chunk <= left + right:
         raise ParamError(

@@ -89,5 +89,5 @@ def load_text_to_waveform(source: ModelSource) -> AudioModel:
     """A forward-only text-to-waveform model (VITS / MMS-TTS) with its tokenizer."""
     model = _load(AutoModelForTextToWaveform, source)
     if getattr(model.config, "sampling_rate", None) is None:
-        raise ModelNotAvailableError(f"Model {source.model_id!r} has no sampling_rate in its config; cannot write audio.")
+        raise ModelNotAvailableError(f"Model {source.model_id!r} has no sampling_rate in its config.")
     return AudioModel(model, "tts", tokenizer=_tokenizer(source))
