@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -10,10 +11,11 @@ import pytest
 import torch
 import yaml
 from fixtures_multimodal import image_paths, multimodal_models  # noqa: F401
-from transformers import AutoImageProcessor, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
+from transformers import AutoImageProcessor, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer, GenerationConfig
 from transformers.image_utils import load_image as hf_load_image
 
 import taskhub
+from taskhub.cli import main
 from taskhub.errors import BadInputError, ParamError
 from taskhub_multimodal.caption import CaptionPromptParams, caption_inputs
 
@@ -128,3 +130,30 @@ def test_caption_job_records_a_corrupt_image_and_captions_the_rest(
     names = sorted(records)
     want = hf_captions(multimodal_models["vit_gpt2"], [folder / n for n in names], **job["params"])
     assert [texts([records[n]["output"]])[0] for n in names] == want
+
+
+def test_cli_captions_an_image_file(multimodal_models: dict[str, Path], image_paths: list[Path], capsys: Any) -> None:  # noqa: F811
+    path = str(multimodal_models["blip"])
+    args = ["run", "image-to-text", str(image_paths[1]), "--model", path, "--param", "max_new_tokens=6", "--json"]
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out) == hf_captions_json(multimodal_models["blip"], image_paths[1], max_new_tokens=6)
+
+
+def hf_captions_json(path: Path, image: Path, **generate: Any) -> list[dict[str, str]]:
+    return [{"generated_text": text} for text in hf_captions(path, [image], **generate)[0]]
+
+
+def test_the_checkpoints_generation_config_applies_unless_the_caller_overrides_it(
+    multimodal_models: dict[str, Path], image_paths: list[Path], tmp_path: Path  # noqa: F811
+) -> None:
+    """generate() reads num_beams and max_length (prompt included) from generation_config; so does taskhub."""
+    path = tmp_path / "beamy"
+    shutil.copytree(multimodal_models["vit_gpt2"], path)
+    config = GenerationConfig.from_pretrained(path)
+    config.num_beams, config.max_length = 2, 6
+    config.save_pretrained(path)
+    pipe = taskhub.pipeline("image-to-text", str(path))
+    images = [str(p) for p in image_paths]
+    assert texts(pipe(images)) == hf_captions(path, image_paths)
+    assert texts(pipe(images, num_beams=1, max_new_tokens=8)) == hf_captions(path, image_paths, num_beams=1, max_new_tokens=8)
+    assert texts(pipe(images)) != texts(pipe(images, num_beams=1, max_new_tokens=8))

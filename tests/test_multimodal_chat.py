@@ -15,6 +15,7 @@ from fixtures_multimodal import image_paths, multimodal_models  # noqa: F401
 from transformers.image_utils import load_image as hf_load_image
 
 import taskhub
+from taskhub.cli import main
 from taskhub.errors import BadInputError, ParamError
 from taskhub_multimodal.chat import ChatInputParams, chat_inputs
 
@@ -144,3 +145,11 @@ def test_chat_job_records_bad_items_and_answers_the_rest(
     for key, conversation in [("a", good[0]), ("b", good[1]), ("c", good[3])]:
         assert out[key]["error"] is None
         assert out[key]["output"] == hf_pipe(text=conversation, max_new_tokens=5)
+
+
+def test_cli_answers_a_chat_file(llava: Path, hf_pipe: Any, image_paths: list[Path], tmp_path: Path, capsys: Any) -> None:  # noqa: F811
+    conversation = chats(image_paths)[0]
+    (tmp_path / "chat.json").write_text(json.dumps(conversation))
+    args = ["run", "image-text-to-text", str(tmp_path / "chat.json"), "--model", str(llava), "--param", "max_new_tokens=6", "--json"]
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out) == hf_pipe(text=conversation, max_new_tokens=6)

@@ -6,9 +6,12 @@ from collections.abc import Hashable
 from typing import Any
 
 import torch
+from pydantic import ValidationError
 from taskhub_textgen.backend import PromptBatch
 from taskhub_textgen.config import GenerationConfig
 from taskhub_textgen.generate import Generation, generate
+
+from taskhub.errors import ParamError
 
 from .backends import backend_for
 from .loading import MultimodalModel
@@ -33,7 +36,11 @@ def decoding_config(
     max_length = getattr(generation_config, "max_length", None)
     if "max_new_tokens" not in params.model_fields_set and generation_config.max_new_tokens is None and max_length:
         values["max_new_tokens"] = max(max_length - prompt_len, 0)
-    return GenerationConfig.model_validate(values)
+    try:
+        return GenerationConfig.model_validate(values)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ParamError(f"Invalid generation settings (call params + the model's generation_config): {problems}") from None
 
 
 def left_pad(prompts: list[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

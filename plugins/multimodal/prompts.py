@@ -105,7 +105,14 @@ def _echo_chat(messages: list[dict[str, Any]], index: int) -> list[dict[str, Any
 def _echo_part(part: dict[str, Any], index: int) -> dict[str, Any]:
     if part["type"] != "image":
         return part
-    return {k: v if k not in IMAGE_KEYS or isinstance(v, (str, os.PathLike)) else describe(v, index) for k, v in part.items()}
+    return {k: _echo_image(v, index) if k in IMAGE_KEYS else v for k, v in part.items()}
+
+
+def _echo_image(value: Any, index: int) -> Any:
+    """Paths as strings; a PIL image, array or bytes by what it is (results stay JSON-ready)."""
+    if isinstance(value, str):
+        return value
+    return os.fspath(value) if isinstance(value, os.PathLike) else describe(value, index)
 
 
 def _with_images(messages: list[dict[str, Any]], images: list[Image.Image]) -> list[dict[str, Any]]:
