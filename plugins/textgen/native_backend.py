@@ -1,0 +1,78 @@
+"""LogitsBackend over the native Transformer: prefill, one-token decode, beam reordering."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from taskhub.errors import TaskhubError
+
+from .backend import PromptBatch
+from .checkpoint import load_transformer, transformer_config
+from .model import Transformer
+
+
+def is_supported(config_dict: dict[str, Any]) -> bool:
+    """Whether the native decoder covers this Hugging Face config (else use the transformers backend)."""
+    try:
+        transformer_config(config_dict)
+    except TaskhubError:
+        return False
+    return True
+
+
+def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position of every token [B, T]: count of real tokens before it; padding gets 0 (as transformers)."""
+    return (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
+
+
+class NativeBackend:
+    """Next-token logits from the native model; owns one KV cache per generation."""
+
+    def __init__(self, model: Transformer) -> None:
+        self.model = model
+        self.vocab_size = model.cfg.vocab_size
+        self.device = model.tok_embeddings.weight.device
+        self.cache = None
+        self.next_positions = torch.zeros(0, dtype=torch.long)  # [B] position of the next token of each row
+
+    @classmethod
+    def from_pretrained(
+        cls, path: str | Path, dtype: torch.dtype | None = None, device: str = "cpu"
+    ) -> NativeBackend:
+        return cls(load_transformer(path, dtype=dtype, device=device))
+
+    @torch.no_grad()
+    def prefill(self, batch: PromptBatch, max_new_tokens: int) -> torch.Tensor:
+        """Run the left-padded prompts into a fresh cache sized for `max_new_tokens` more; [B, V] fp32."""
+        ids = batch.input_ids.to(self.device)
+        mask = batch.attention_mask.to(self.device)
+        B, T = ids.shape
+        self.cache = self.model.new_cache(B, T + max_new_tokens)
+        positions = positions_from_mask(mask)
+        self.next_positions = positions[:, -1] + 1
+        logits = self.model(ids, positions, mask.bool(), self.cache)
+        return logits[:, -1].float()
+
+    @torch.no_grad()
+    def decode(self, next_ids: torch.Tensor) -> torch.Tensor:
+        """Append next_ids [B] to every row; [B, V] fp32 logits of the token after them."""
+        if self.cache is None:
+            raise RuntimeError("decode() before prefill()")
+        ids = next_ids.to(self.device).view(-1, 1)  # [B, 1]
+        positions = self.next_positions.view(-1, 1)
+        valid = torch.ones_like(ids, dtype=torch.bool)
+        logits = self.model(ids, positions, valid, self.cache)
+        self.next_positions = self.next_positions + 1
+        return logits[:, -1].float()
+
+    def reorder_cache(self, beam_idx: torch.Tensor) -> None:
+        """Keep cache rows `beam_idx` [B] in that order (beam search)."""
+        if self.cache is None:
+            raise RuntimeError("reorder_cache() before prefill()")
+        beam_idx = beam_idx.to(self.device)
+        with torch.no_grad():
+            self.cache.reorder(beam_idx)
+            self.next_positions = self.next_positions[beam_idx]
