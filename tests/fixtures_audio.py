@@ -1,4 +1,4 @@
-"""Tiny random audio checkpoints (Wav2Vec2 CTC, Whisper, Wav2Vec2 classifier, VITS) and audio files for tests."""
+"""Tiny random audio checkpoints (Wav2Vec2 CTC, Whisper, Wav2Vec2 and AST classifiers, VITS) and sample audio."""
 
 from __future__ import annotations
 
@@ -11,6 +11,9 @@ import soundfile as sf
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from transformers import (
+    ASTConfig,
+    ASTFeatureExtractor,
+    ASTForAudioClassification,
     GenerationConfig,
     VitsConfig,
     VitsModel,
@@ -94,6 +97,27 @@ def classifier_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     model = Wav2Vec2ForSequenceClassification(config)
     model.eval().save_pretrained(path, safe_serialization=True)
     Wav2Vec2FeatureExtractor(return_attention_mask=True).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def ast_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Audio Spectrogram Transformer (AudioSet-style classifier) over 1 s of 128-bin filterbanks."""
+    path = tmp_path_factory.mktemp("audio") / "ast"
+    labels = {"id2label": dict(enumerate(LABELS)), "label2id": {label: i for i, label in enumerate(LABELS)}}
+    config = ASTConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_length=100,  # frames (real: 1024)
+        num_mel_bins=128,
+        num_labels=len(LABELS),
+        **labels,
+    )
+    torch.manual_seed(0)
+    ASTForAudioClassification(config).eval().save_pretrained(path, safe_serialization=True)
+    ASTFeatureExtractor(max_length=100).save_pretrained(path)
     return path
 
 

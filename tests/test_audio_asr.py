@@ -91,6 +91,8 @@ def test_ctc_rejects_decoding_parameters(ctc) -> None:
         ours(str(SPEECH["numbers.wav"]), temperature=0.5)
     with pytest.raises(ParamError, match="chunk_length_s"):
         ours(str(SPEECH["numbers.wav"]), chunk_length_s=1.0, stride_length_s=0.5)
+    with pytest.raises(ParamError, match="stride_length_s"):
+        ours(str(SPEECH["numbers.wav"]), chunk_length_s=1.0, stride_length_s=-0.1)
 
 
 def _whisper_inputs(whisper_model: Path, audio: np.ndarray) -> torch.Tensor:  # noqa: F811

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from fixtures_audio import LABELS, SPEECH, classifier_model, read  # noqa: F401
+from fixtures_audio import LABELS, SPEECH, ast_model, classifier_model, read  # noqa: F401
 from transformers import AutoFeatureExtractor
 from transformers import pipeline as hf_pipeline
 
@@ -68,3 +68,17 @@ def test_bad_inputs_name_the_input(pipes, tmp_path: Path) -> None:
         ours([str(SPEECH["numbers.wav"]), str(fake)])
     with pytest.raises(BadInputError, match="Input 0 is a int"):
         ours(5)
+
+
+def test_audio_spectrogram_transformer_equals_transformers(ast_model: Path) -> None:  # noqa: F811
+    from taskhub_audio.features import extract
+
+    ours = pipeline("audio-classification", model=str(ast_model), device="cpu")
+    theirs = hf_pipeline("audio-classification", model=str(ast_model), device="cpu")
+    extractor = AutoFeatureExtractor.from_pretrained(ast_model)
+    for name in NAMES:
+        expected = extractor(read(name), sampling_rate=16000, return_tensors="pt").input_values
+        torch.testing.assert_close(extract(extractor, read(name)).tensors["input_values"], expected, rtol=0, atol=0)
+    got = ours([str(SPEECH[n]) for n in NAMES], top_k=None, batch_size=2)  # fixed-size inputs: one forward
+    for result, name in zip(got, NAMES):
+        _assert_same(result, theirs(read(name), top_k=None))

@@ -14,7 +14,9 @@ Timestamps: `return_timestamps="word"` or `"char"` (CTC) come from the CTC offse
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from functools import partial
+from itertools import chain
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -28,12 +30,13 @@ from .features import Features, extract
 from .loading import AudioModel
 
 CHUNKS_PER_FORWARD = 16  # chunks of one batch that run through the model together
+Seconds = Annotated[float, Field(ge=0)]
 
 
 class ChunkParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     chunk_length_s: float | None = Field(None, gt=0, description="Split audio into chunks this long (seconds)")
-    stride_length_s: float | tuple[float, float] | None = Field(
+    stride_length_s: Seconds | tuple[Seconds, Seconds] | None = Field(
         None, description="Overlap on each side of a chunk, seconds (default chunk_length_s / 6)"
     )
 
@@ -116,19 +119,19 @@ def to_text(items: list[list[ChunkTokens]], params: OutputParams, ctx: StageCont
 
 
 def _stitch(audio_model: AudioModel, chunks: list[ChunkTokens], level: bool | str) -> dict[str, Any]:
-    tokenizer, rate = audio_model.tokenizer, audio_model.sampling_rate
+    tokenizer = audio_model.tokenizer
+    pieces = [c.ids for c in chunks]
     if audio_model.kind == "whisper":
-        pieces = [c.ids for c in chunks]
         if any(c.span.left or c.span.right for c in chunks):
             pieces = whisper.merge_overlapping(pieces, set(tokenizer.all_special_ids))
-        result: dict[str, Any] = {"text": tokenizer.decode(sum(pieces, []), skip_special_tokens=True)}
-        texts = [tokenizer.decode(p, skip_special_tokens=True) for p in pieces]
+        decode = partial(tokenizer.decode, skip_special_tokens=True)
     else:
-        frames = sum((c.ids for c in chunks), [])
-        result = {"text": ctc.decode(tokenizer, frames)}
-        if level in ("word", "char"):
-            result["chunks"] = ctc.offsets(audio_model, frames, str(level))
-        texts = [ctc.decode(tokenizer, c.ids) for c in chunks]
-    if level is True or level == "chunk":
-        result["chunks"] = [{"text": t, "timestamp": c.span.kept_seconds(rate)} for t, c in zip(texts, chunks)]
+        decode = partial(ctc.decode, tokenizer)
+    ids = list(chain.from_iterable(pieces))
+    result: dict[str, Any] = {"text": decode(ids)}
+    if level in ("word", "char"):
+        result["chunks"] = ctc.offsets(audio_model, ids, str(level))
+    elif level:
+        rate = audio_model.sampling_rate
+        result["chunks"] = [{"text": decode(p), "timestamp": c.span.kept_seconds(rate)} for p, c in zip(pieces, chunks)]
     return result
