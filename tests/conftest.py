@@ -9,7 +9,11 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
+import torch  # noqa: E402
 import transformers  # noqa: E402
+
+# Tiny models run fastest on one thread, and parallel test processes do not oversubscribe cores.
+torch.set_num_threads(1)
 
 transformers.utils.logging.disable_progress_bar()
 transformers.utils.logging.set_verbosity_error()
