@@ -221,7 +221,7 @@ def _check_input(item: Any, kind: str, index: int) -> None:
     """Reject what no stage of this input kind can take, naming the input and what was expected."""
     expected = {
         "text": "a string",
-        "chat": "a string or a list of {'role', 'content'} messages",
+        "chat": "a string, a list of {'role', 'content'} messages, or a mapping of fields",
         "image": "an image path, bytes, PIL.Image or numpy array",
         "audio": "an audio path, bytes, or a numpy array with sampling_rate",
         "object": "a mapping of fields",
@@ -230,7 +230,7 @@ def _check_input(item: Any, kind: str, index: int) -> None:
         raise BadInputError(f"Input {index} is None; expected {expected}.")
     if kind == "text" and not isinstance(item, str):
         raise BadInputError(f"Input {index} is a {type(item).__name__}; expected {expected}.")
-    if kind == "chat" and not (isinstance(item, str) or _is_chat(item)):
+    if kind == "chat" and not (isinstance(item, (str, dict)) or _is_chat(item)):
         raise BadInputError(f"Input {index} is a {type(item).__name__}; expected {expected}.")
     if kind == "object" and not isinstance(item, dict):
         raise BadInputError(f"Input {index} is a {type(item).__name__}; expected {expected}.")
