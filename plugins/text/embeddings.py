@@ -6,11 +6,14 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from taskhub import StageContext
 
-from .tokenize import Encoded, pad_batch
+from .forward import pad_batch
+from .tokenize import Encoded
+
+Pooling = Literal["mean", "cls", "none"]
 
 
 @dataclass
@@ -20,32 +23,57 @@ class TokenStates:
     hidden: torch.Tensor
 
 
+def hidden_states(items: list[Encoded], ctx: StageContext) -> torch.Tensor:
+    """Last hidden states of a right-padded batch, [B, T, H]; the fused encoder when the model has one."""
+    batch = pad_batch(items, ctx.model.pad_id, ctx.device)
+    if ctx.model.encoder is not None:
+        return ctx.model.encoder(**batch)
+    return ctx.model.model(**batch).last_hidden_state
+
+
 def encode(items: list[Encoded], params: BaseModel, ctx: StageContext) -> list[TokenStates]:
     """One forward pass over a padded batch; each item keeps only its own tokens."""
-    tokenizer = ctx.model.tokenizer
-    batch = pad_batch(items, tokenizer.pad_token_id or 0, ctx.device)
-    hidden = ctx.model.model(**batch).last_hidden_state  # [B, T, H]
+    hidden = hidden_states(items, ctx)
     return [TokenStates(hidden[row, : len(item)]) for row, item in enumerate(items)]
+
+
+def pool_one(hidden: torch.Tensor, pooling: Pooling) -> torch.Tensor:
+    """[T, H] -> [H] (mean over the real tokens, or the first token), or [T, H] unchanged for "none"."""
+    hidden = hidden.float()
+    if pooling == "mean":
+        return hidden.mean(dim=0)
+    if pooling == "cls":
+        return hidden[0]
+    return hidden
 
 
 class PoolParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    pooling: Literal["mean", "cls", "none"] = "mean"
-    normalize: bool = True
+    pooling: Pooling = Field("mean", description="mean or cls: one vector per text; none: one vector per token")
+    normalize: bool | None = Field(
+        None, description="L2-normalise the vectors (default: on for pooled vectors, off for token vectors)"
+    )
 
 
 def pool(items: list[TokenStates], params: PoolParams, ctx: StageContext) -> list[Any]:
     """Mean or CLS pooling to one vector (or token vectors with "none"), L2-normalised if asked."""
+    normalize = params.pooling != "none" if params.normalize is None else params.normalize
     results = []
     for item in items:
-        hidden = item.hidden.float()
-        if params.pooling == "mean":
-            vectors = hidden.mean(dim=0)
-        elif params.pooling == "cls":
-            vectors = hidden[0]
-        else:
-            vectors = hidden
-        if params.normalize:
+        vectors = pool_one(item.hidden, params.pooling)
+        if normalize:
             vectors = torch.nn.functional.normalize(vectors, p=2, dim=-1)
         results.append(vectors.tolist())
     return results
+
+
+def embed(rows: list[Encoded], ctx: StageContext, pooling: Pooling, chunk_size: int = 32) -> torch.Tensor:
+    """Pooled vectors of many texts, [N, H] in input order; forward passes over chunks of similar length."""
+    order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))
+    vectors: list[torch.Tensor] = [torch.empty(0)] * len(rows)
+    for start in range(0, len(order), chunk_size):
+        chunk = order[start : start + chunk_size]
+        hidden = hidden_states([rows[i] for i in chunk], ctx)
+        for row, i in enumerate(chunk):
+            vectors[i] = pool_one(hidden[row, : len(rows[i])], pooling)
+    return torch.stack(vectors)

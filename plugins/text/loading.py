@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import transformers
@@ -10,6 +12,8 @@ from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from taskhub.errors import ModelNotAvailableError
 from taskhub.models import ModelSource
+
+from .encoder import BertEncoder
 
 HEADS = {
     "base": "AutoModel",
@@ -26,25 +30,58 @@ class TextModel:
 
     tokenizer: PreTrainedTokenizerBase
     model: PreTrainedModel
+    max_seq_length: int | None = None  # sentence-transformers' limit (sentence_bert_config.json), if any
+    lowercase: bool = False  # sentence-transformers' do_lower_case: lowercase texts before tokenizing
+    encoder: BertEncoder | None = None  # faster same-math encoder for bare BERT models (feature-extraction)
 
     @property
     def max_length(self) -> int:
-        """Longest input the model takes, in tokens."""
-        limits = [self.tokenizer.model_max_length, getattr(self.model.config, "max_position_embeddings", None)]
+        """Longest input the model takes, in tokens (sentence-transformers' own limit when it ships one)."""
+        limits = [
+            self.tokenizer.model_max_length,
+            getattr(self.model.config, "max_position_embeddings", None),
+            self.max_seq_length,
+        ]
         return min(int(x) for x in limits if isinstance(x, int) and 0 < x < 1_000_000)
+
+    @property
+    def pad_id(self) -> int:
+        return self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+
+
+def sentence_transformers_config(path: Path) -> dict[str, Any]:
+    """sentence_bert_config.json of a sentence-transformers checkpoint, or {} for plain checkpoints."""
+    config = path / "sentence_bert_config.json"
+    if not config.is_file():
+        return {}
+    try:
+        return json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelNotAvailableError(f"{config} is not valid JSON: {exc}") from exc
 
 
 def load_text_model(source: ModelSource) -> TextModel:
-    """Tokenizer + model; `options.head` picks the head (default: the bare encoder)."""
+    """Tokenizer + model; `options.head` picks the head (default: the bare encoder).
+
+    A bare BERT model also gets the fused `BertEncoder` unless `options.fused_encoder` is false.
+    """
     head = source.options.get("head", "base")
     if head not in HEADS:
         raise ModelNotAvailableError(f"Unknown text model head {head!r}; expected one of {', '.join(HEADS)}")
     auto_class: Any = getattr(transformers, HEADS[head])
     tokenizer = AutoTokenizer.from_pretrained(source.path, trust_remote_code=source.trust_remote_code)
-    kwargs: dict[str, Any] = {"trust_remote_code": source.trust_remote_code, "use_safetensors": not source.allow_pickle}
-    if source.allow_pickle:
-        kwargs.pop("use_safetensors")
+    kwargs: dict[str, Any] = {"trust_remote_code": source.trust_remote_code}
+    if not source.allow_pickle:
+        kwargs["use_safetensors"] = True
     if source.dtype is not None:
         kwargs["dtype"] = source.dtype
     model = auto_class.from_pretrained(source.path, **kwargs).to(source.device).eval()
-    return TextModel(tokenizer, model)
+    st_config = sentence_transformers_config(Path(source.path))
+    fused = head == "base" and source.options.get("fused_encoder", True) and BertEncoder.supports(model)
+    return TextModel(
+        tokenizer,
+        model,
+        max_seq_length=st_config.get("max_seq_length"),
+        lowercase=bool(st_config.get("do_lower_case", False)),
+        encoder=BertEncoder(model).eval() if fused else None,
+    )
