@@ -1,0 +1,81 @@
+"""The decoding controls of one request, named as transformers names them."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class GenerationConfig(BaseModel):
+    """Every control the decoding loop understands; defaults switch each one off.
+
+    Sampling happens only when `do_sample=True` (transformers' rule); `temperature=0`
+    with `do_sample=True` means greedy, as in the OpenAI API.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_new_tokens: int = Field(64, ge=0)
+    min_new_tokens: int = Field(0, ge=0)
+    do_sample: bool = False
+    temperature: float = Field(1.0, ge=0.0)
+    top_k: int = Field(0, ge=0, description="0 = off")
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    min_p: float | None = Field(None, ge=0.0, le=1.0)
+    typical_p: float = Field(1.0, gt=0.0, le=1.0)
+    repetition_penalty: float = Field(1.0, gt=0.0)
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    no_repeat_ngram_size: int = Field(0, ge=0)
+    bad_words_ids: list[list[int]] | None = None
+    logit_bias: dict[int, float] | None = None
+    forced_bos_token_id: int | None = None
+    forced_eos_token_id: int | None = None
+    suppress_tokens: list[int] | None = None
+    begin_suppress_tokens: list[int] | None = None
+    num_beams: int = Field(1, ge=1)
+    length_penalty: float = 1.0
+    early_stopping: bool | Literal["never"] = False
+    num_return_sequences: int = Field(1, ge=1)
+    eos_token_id: list[int] = Field(default_factory=list)
+    pad_token_id: int | None = None
+    stop_token_ids: list[int] = Field(default_factory=list)
+    stop: list[str] = Field(default_factory=list)
+    include_stop: bool = False
+    seed: int | None = None
+    logprobs: int | None = Field(None, ge=0, description="top-N alternatives per generated token")
+
+    @field_validator("eos_token_id", "stop_token_ids", mode="before")
+    @classmethod
+    def _int_to_list(cls, value: object) -> object:
+        if value is None:
+            return []
+        return [value] if isinstance(value, int) else value
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _str_to_list(cls, value: object) -> object:
+        if value is None:
+            return []
+        return [value] if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> "GenerationConfig":
+        if any(s == "" for s in self.stop):
+            raise ValueError("stop strings must be non-empty")
+        if self.num_beams > 1 and self.num_return_sequences > self.num_beams:
+            raise ValueError("num_return_sequences has to be <= num_beams")
+        if self.num_beams == 1 and not self.sampling and self.num_return_sequences > 1:
+            raise ValueError("greedy decoding returns one sequence; set do_sample=True or num_beams>1")
+        return self
+
+    @property
+    def sampling(self) -> bool:
+        """True when tokens are drawn at random rather than picked by argmax."""
+        return self.do_sample and self.temperature > 0.0
+
+    @property
+    def finish_ids(self) -> list[int]:
+        """Token ids that end a sequence: the model's EOS ids, then `stop_token_ids`."""
+        return self.eos_token_id + [t for t in self.stop_token_ids if t not in self.eos_token_id]

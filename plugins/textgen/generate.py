@@ -1,0 +1,271 @@
+"""Decoding over any LogitsBackend: prefill, pick a token, decode one more, until every row stops."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import torch
+
+from .backend import LogitsBackend, PromptBatch
+from .config import GenerationConfig
+from .metrics import MetricsClock
+from .processors import apply_processors, build_processors
+from .stopping import TextStream, cut_at_stop
+
+LENGTH, EOS, STOP = 0, 1, 2
+FINISH_REASONS = ("length", "eos", "stop")
+
+
+@dataclass
+class Generation:
+    """One generated sequence."""
+
+    token_ids: list[int]  # generated ids, the terminating EOS / stop id included
+    finish_reason: str  # "length" | "eos" | "stop"
+    text: str | None = None  # decoded, cut at a stop string, when a tokenizer was given
+    logprobs: list[dict] | None = None  # per token: token_id, logprob, top_logprobs
+    score: float | None = None  # beam search: length-penalised sum of log-probabilities
+    metrics: dict = field(default_factory=dict)
+
+
+def make_generator(seed: int | None, device: torch.device) -> torch.Generator | None:
+    """A generator seeded for this request only, or None for torch's global one."""
+    if seed is None:
+        return None
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed)
+    return generator
+
+
+def sample(scores: torch.Tensor, do_sample: bool, generator: torch.Generator | None) -> torch.Tensor:
+    """[B, V] processed scores -> [B] next ids: argmax, or a draw from softmax(scores)."""
+    if not do_sample:
+        return scores.argmax(dim=-1)
+    probs = torch.softmax(scores, dim=-1)
+    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(1)
+
+
+class LogprobRecorder:
+    """Log-probabilities of chosen tokens and the top-N alternatives.
+
+    They are the log_softmax of the scores the token was picked from: after every enabled
+    processor, warpers (temperature, top-k, ...) included when sampling.
+    """
+
+    def __init__(self, top_n: int) -> None:
+        self.top_n = top_n
+        self.chosen: list[torch.Tensor] = []
+        self.top_ids: list[torch.Tensor] = []
+        self.top_values: list[torch.Tensor] = []
+
+    def record(self, scores: torch.Tensor, next_ids: torch.Tensor) -> None:
+        """Remember step logprobs of every row."""
+        logprobs = torch.log_softmax(scores, dim=-1)
+        self.chosen.append(logprobs.gather(1, next_ids[:, None])[:, 0])
+        if self.top_n:
+            values, ids = logprobs.topk(self.top_n, dim=-1)
+            self.top_values.append(values)
+            self.top_ids.append(ids)
+
+    def rows(self, ids: torch.Tensor) -> list[list[dict]]:
+        """Per row, per step: {token_id, logprob, top_logprobs}; `ids` [B, steps] chosen ids."""
+        if not self.chosen:
+            return [[] for _ in range(ids.shape[0])]
+        chosen = torch.stack(self.chosen, dim=1).tolist()  # [B, steps]
+        top_ids = torch.stack(self.top_ids, dim=1).tolist() if self.top_n else None  # [B, steps, N]
+        top_values = torch.stack(self.top_values, dim=1).tolist() if self.top_n else None
+        out = []
+        for b, row in enumerate(ids.tolist()):
+            out.append(
+                [
+                    {
+                        "token_id": token,
+                        "logprob": chosen[b][t],
+                        "top_logprobs": [
+                            {"token_id": i, "logprob": v} for i, v in zip(top_ids[b][t], top_values[b][t])
+                        ]
+                        if top_ids is not None
+                        else [],
+                    }
+                    for t, token in enumerate(row)
+                ]
+            )
+        return out
+
+
+def prompt_lengths(batch: PromptBatch) -> list[int]:
+    """Real (unpadded) prompt tokens per row; the encoder's input for encoder-decoder models."""
+    mask = batch.encoder_inputs.get("attention_mask")
+    if mask is None:
+        mask = batch.attention_mask if not batch.encoder_inputs else None
+    if mask is None:
+        source = next(iter(batch.encoder_inputs.values()))
+        return [int(source.shape[-1])] * source.shape[0]
+    return mask.sum(dim=1).tolist()
+
+
+def finish_text(tokenizer: Any, ids: list[int], reason: str, config: GenerationConfig) -> str:
+    """Decoded output: the terminating EOS / stop id dropped unless include_stop, stop strings cut."""
+    if reason != "length" and ids and ids[-1] in config.finish_ids and not config.include_stop:
+        ids = ids[:-1]
+    text = tokenizer.decode(ids, skip_special_tokens=True)
+    return cut_at_stop(text, config.stop, config.include_stop)[0] if config.stop else text
+
+
+class SamplingRun:
+    """Greedy or sampled decoding of one request; iterate for each step's [B] token ids.
+
+    Rows that have finished keep receiving the pad id (transformers does the same), so the
+    backend always sees a full batch. After iteration, `results()` gives the sequences.
+    With `stream_text=True` (or stop strings) each row has a TextStream whose `take()`
+    returns text deltas that a stop string can no longer remove.
+    """
+
+    def __init__(
+        self,
+        backend: LogitsBackend,
+        batch: PromptBatch,
+        config: GenerationConfig,
+        tokenizer: Any = None,
+        stream_text: bool = False,
+    ) -> None:
+        if config.stop and tokenizer is None:
+            raise ValueError("stop strings need a tokenizer")
+        self.backend, self.config, self.tokenizer = backend, config, tokenizer
+        self.batch = batch.repeat_interleave(config.num_return_sequences)
+        ids = self.batch.input_ids
+        self.device = ids.device
+        rows, self.prompt_len = ids.shape
+        self.tokens = torch.empty((rows, self.prompt_len + config.max_new_tokens), dtype=torch.long, device=self.device)
+        self.tokens[:, : self.prompt_len] = ids
+        mask = self.batch.attention_mask
+        pad_lens = None if bool(mask.all()) else (mask != 0).int().argmax(dim=1)
+        self.processors = build_processors(
+            config, prompt_len=self.prompt_len, pad_lens=pad_lens, vocab_size=backend.vocab_size, device=self.device
+        )
+        finish = config.finish_ids
+        self.finish_ids = torch.tensor(finish, device=self.device) if finish else None
+        self.eos_ids = torch.tensor(config.eos_token_id, device=self.device) if config.eos_token_id else None
+        pad = config.pad_token_id if config.pad_token_id is not None else (finish[0] if finish else 0)
+        self.pad = torch.tensor(pad, device=self.device)
+        self.generator = make_generator(config.seed, self.device)
+        self.logprobs = LogprobRecorder(config.logprobs) if config.logprobs is not None else None
+        self.streams = (
+            [TextStream(tokenizer, config.stop, config.include_stop) for _ in range(rows)]
+            if tokenizer is not None and (stream_text or config.stop)
+            else None
+        )
+        self.unfinished = torch.ones(rows, dtype=torch.bool, device=self.device)
+        self.lengths = torch.full((rows,), config.max_new_tokens, dtype=torch.long, device=self.device)
+        self.reasons = torch.full((rows,), LENGTH, dtype=torch.long, device=self.device)
+        self.steps = 0
+        self.clock: MetricsClock | None = None
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        config, prompt_len = self.config, self.prompt_len
+        self.clock = MetricsClock(self.device)
+        if config.max_new_tokens == 0:
+            return
+        logits = self.backend.prefill(self.batch, config.max_new_tokens)
+        for step in range(config.max_new_tokens):
+            scores = apply_processors(self.processors, self.tokens[:, : prompt_len + step], logits)
+            next_ids = sample(scores, config.sampling, self.generator)
+            if self.logprobs is not None:
+                self.logprobs.record(scores, next_ids)
+            if self.finish_ids is not None or self.streams is not None:
+                next_ids = torch.where(self.unfinished, next_ids, self.pad)
+            self.tokens[:, prompt_len + step] = next_ids
+            self.steps = step + 1
+            self._mark_finished(next_ids, step)
+            self.clock.tick()
+            yield next_ids
+            if self.steps == config.max_new_tokens or not bool(self.unfinished.any()):
+                break
+            logits = self.backend.decode(next_ids)
+        if self.streams is not None:
+            for stream in self.streams:
+                stream.finish()
+
+    def _mark_finished(self, next_ids: torch.Tensor, step: int) -> None:
+        """Update unfinished / lengths / reasons after `next_ids` was appended at `step`."""
+        done = None
+        if self.finish_ids is not None:
+            done = self.unfinished & torch.isin(next_ids, self.finish_ids)
+            if self.eos_ids is None:
+                reason = torch.full_like(self.reasons, STOP)
+            else:
+                reason = torch.where(torch.isin(next_ids, self.eos_ids), EOS, STOP)
+            self.reasons = torch.where(done, reason, self.reasons)
+        if self.streams is not None:
+            active = self.unfinished if done is None else self.unfinished & ~done
+            stopped = []
+            for row, token in zip(active.nonzero()[:, 0].tolist(), next_ids[active].tolist()):
+                self.streams[row].push(token)
+                if self.streams[row].stopped:
+                    stopped.append(row)
+            if stopped:
+                by_string = torch.zeros_like(self.unfinished)
+                by_string[stopped] = True
+                self.reasons = torch.where(by_string, STOP, self.reasons)
+                done = by_string if done is None else done | by_string
+        if done is not None:
+            self.lengths = torch.where(done, step + 1, self.lengths)
+            self.unfinished &= ~done
+
+    def results(self) -> list[Generation]:
+        """The sequences of every row (prompt-major, num_return_sequences per prompt)."""
+        assert self.clock is not None, "iterate the run first"
+        lengths = torch.minimum(self.lengths, torch.tensor(self.steps)).tolist()
+        reasons = [FINISH_REASONS[r] for r in self.reasons.tolist()]
+        generated = self.tokens[:, self.prompt_len : self.prompt_len + self.steps]
+        rows = generated.tolist()
+        logprobs = self.logprobs.rows(generated) if self.logprobs is not None else None
+        prompts = prompt_lengths(self.batch)
+        peak = self.clock.peak_memory_bytes()
+        out = []
+        for b, (row, n, reason) in enumerate(zip(rows, lengths, reasons)):
+            ids = row[:n]
+            out.append(
+                Generation(
+                    token_ids=ids,
+                    finish_reason=reason,
+                    text=finish_text(self.tokenizer, ids, reason, self.config) if self.tokenizer is not None else None,
+                    logprobs=logprobs[b][:n] if logprobs is not None else None,
+                    metrics=self.clock.row_metrics(prompts[b], n, reason, peak),
+                )
+            )
+        return out
+
+
+def generate(
+    backend: LogitsBackend, batch: PromptBatch, config: GenerationConfig, tokenizer: Any = None
+) -> list[list[Generation]]:
+    """Decode every prompt of `batch`; per prompt its num_return_sequences sequences, best first."""
+    if config.num_beams > 1:
+        from .beam_search import beam_search
+
+        flat = beam_search(backend, batch, config, tokenizer)
+    else:
+        run = SamplingRun(backend, batch, config, tokenizer)
+        for _ in run:
+            pass
+        flat = run.results()
+    n = config.num_return_sequences
+    return [flat[i : i + n] for i in range(0, len(flat), n)]
+
+
+def generate_stream(
+    backend: LogitsBackend, batch: PromptBatch, config: GenerationConfig, tokenizer: Any
+) -> Iterator[list[str]]:
+    """Per step, the new final text of every row ('' when none); beam search yields once at the end."""
+    if config.num_beams > 1:
+        yield [g.text or "" for gens in generate(backend, batch, config, tokenizer) for g in gens]
+        return
+    run = SamplingRun(backend, batch, config, tokenizer, stream_text=True)
+    assert run.streams is not None
+    for _ in run:
+        yield [stream.take() for stream in run.streams]
+    tail = [stream.take() for stream in run.streams]
+    if any(tail):
+        yield tail
