@@ -47,9 +47,7 @@ def test_text_classification_top_label_equals_transformers(text_models: dict[str
     assert_same(ours, [[t] for t in theirs])
 
 
-@pytest.mark.parametrize(
-    ("top_k", "function"), [(None, "default"), (2, "sigmoid"), (3, "none"), (1, "softmax")]
-)
+@pytest.mark.parametrize(("top_k", "function"), [(None, "default"), (2, "sigmoid"), (3, "none"), (1, "softmax")])
 def test_text_classification_params_equal_transformers(
     text_models: dict[str, Path], top_k: int | None, function: str
 ) -> None:

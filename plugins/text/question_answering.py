@@ -18,7 +18,7 @@ from taskhub import StageContext
 from taskhub.errors import BadInputError, ParamError, TaskhubError
 
 from .forward import ROWS_PER_FORWARD, forward_rows, groups_of
-from .tokenize import Encoded, model_extras
+from .tokenize import Encoded, describe, model_extras
 
 
 class SpanParams(BaseModel):
@@ -51,15 +51,14 @@ class QASpans:
 def check_question(item: Any, index: int) -> tuple[str, str]:
     """The question and context of one input, or a BadInputError saying what is missing."""
     if not isinstance(item, dict):
-        raise BadInputError(f"Input {index} is a {type(item).__name__}; expected {{'question': str, 'context': str}}.")
+        raise BadInputError(f"Input {index} is {describe(item)}; expected {{'question': str, 'context': str}}.")
     fields = []
     for key in ("question", "context"):
         value = item.get(key)
         if key not in item:
             raise BadInputError(f"Input {index} has no {key!r}; expected {{'question': str, 'context': str}}.")
         if not isinstance(value, str):
-            kind = "None" if value is None else f"a {type(value).__name__}"
-            raise BadInputError(f"Input {index}: {key!r} is {kind}; expected a string.")
+            raise BadInputError(f"Input {index}: {key!r} is {describe(value)}; expected a string.")
         if not value.strip():
             raise BadInputError(f"Input {index}: {key!r} is empty.")
         fields.append(value)

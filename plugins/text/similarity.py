@@ -13,7 +13,7 @@ from taskhub.errors import BadInputError
 
 from .embeddings import embed
 from .forward import groups_of
-from .tokenize import Encoded, TokenizeParams, encode_texts
+from .tokenize import Encoded, TokenizeParams, describe, encode_texts
 
 EXPECTED = '{"source_sentence": str, "sentences": [str, ...]}'
 
@@ -31,16 +31,16 @@ class SentenceGroup:
 def check_group(item: Any, index: int) -> list[str]:
     """[source, *sentences] of one input, or a BadInputError naming what is wrong."""
     if not isinstance(item, dict) or "source_sentence" not in item or "sentences" not in item:
-        got = sorted(item) if isinstance(item, dict) else type(item).__name__
+        got = f"fields {sorted(item)}" if isinstance(item, dict) else describe(item)
         raise BadInputError(f"Input {index} must be {EXPECTED}; got {got}.")
     source, sentences = item["source_sentence"], item["sentences"]
     if not isinstance(source, str):
-        raise BadInputError(f"Input {index}: source_sentence must be a string, got {type(source).__name__}.")
+        raise BadInputError(f"Input {index}: source_sentence is {describe(source)}; expected a string.")
     if isinstance(sentences, str) or not isinstance(sentences, (list, tuple)) or not sentences:
         raise BadInputError(f"Input {index}: sentences must be a non-empty list of strings.")
     for k, sentence in enumerate(sentences):
         if not isinstance(sentence, str):
-            raise BadInputError(f"Input {index}: sentences[{k}] must be a string, got {type(sentence).__name__}.")
+            raise BadInputError(f"Input {index}: sentences[{k}] is {describe(sentence)}; expected a string.")
     extra = sorted(set(item) - {"source_sentence", "sentences"})
     if extra:
         raise BadInputError(f"Input {index} has unknown fields {extra}; expected {EXPECTED}.")

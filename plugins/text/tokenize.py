@@ -31,11 +31,15 @@ def check_texts(items: list[Any], what: str = "Input") -> None:
     """Every item must be a string (the core checks top-level inputs; stages also see nested fields)."""
     for index, text in enumerate(items):
         if not isinstance(text, str):
-            raise BadInputError(f"{what} {index} is {_kind(text)}; expected a string.")
+            raise BadInputError(f"{what} {index} is {describe(text)}; expected a string.")
 
 
-def _kind(value: Any) -> str:
-    return "None" if value is None else f"a {type(value).__name__}"
+def describe(value: Any) -> str:
+    """How an error message names a wrong value's type: None, a list, an int."""
+    if value is None:
+        return "None"
+    name = type(value).__name__
+    return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
 
 
 def encode_texts(texts: list[str], model: Any, max_length: int | None = None) -> list[Encoded]:
