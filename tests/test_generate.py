@@ -10,7 +10,7 @@ from fixtures_decoding import EOS, PAD, decoding_model_dirs, decoding_models  # 
 
 from taskhub_textgen.backend import PromptBatch
 from taskhub_textgen.config import GenerationConfig
-from taskhub_textgen.generate import generate, generate_stream
+from taskhub_textgen.generate import generate, stream
 from taskhub_textgen.hf_backend import HFBackend
 
 PROMPTS = ["The quick brown", "A stop string may straddle two tokens", "Hi"]
@@ -222,13 +222,17 @@ def test_stream_deltas_are_final_and_join_to_text(decoding_models, name):
     plain = ours(model, batch, tokenizer, max_new_tokens=40, eos_token_id=[])
     stop, _, _ = boundary_stop(tokenizer, plain[1][0].token_ids) if name == "gpt2" else ("\x00", 0, 0)
     config = dict(max_new_tokens=40, eos_token_id=[], pad_token_id=PAD, stop=[stop])
-    final = [g.text for (g,) in generate(HFBackend(model), batch, GenerationConfig(**config), tokenizer)]
+    final = [g for (g,) in generate(HFBackend(model), batch, GenerationConfig(**config), tokenizer)]
+    rows = stream(HFBackend(model), batch, GenerationConfig(**config), tokenizer)
     streamed = ["" for _ in final]
-    for deltas in generate_stream(HFBackend(model), batch, GenerationConfig(**config), tokenizer):
-        for row, delta in enumerate(deltas):
-            streamed[row] += delta
-            assert final[row].startswith(streamed[row])  # nothing emitted is ever taken back
-    assert streamed == final
+    for row in (1, 0, 2, 1, 0, 2) * 50:  # rows read in turns share one decode loop
+        delta = next(rows[row], "")
+        streamed[row] += delta
+        assert final[row].text.startswith(streamed[row])  # nothing emitted is ever taken back
+    assert all(next(r, None) is None for r in rows)
+    assert streamed == [g.text for g in final]
+    assert [r.generation.token_ids for r in rows] == [g.token_ids for g in final]
+    assert [r.generation.finish_reason for r in rows] == [g.finish_reason for g in final]
 
 
 def test_metrics_present_and_sane(decoding_models):

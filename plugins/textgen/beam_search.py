@@ -16,7 +16,17 @@ import torch
 
 from .backend import LogitsBackend, PromptBatch
 from .config import GenerationConfig
-from .generate import FINISH_REASONS, EOS, LENGTH, STOP, Generation, finish_text, make_generator, prompt_lengths
+from .generate import (
+    EOS,
+    FINISH_REASONS,
+    LENGTH,
+    STOP,
+    Generation,
+    finish_text,
+    make_generator,
+    prompt_context,
+    prompt_lengths,
+)
 from .metrics import MetricsClock
 from .processors import apply_processors, build_processors
 from .stopping import tail_has_stop
@@ -190,16 +200,17 @@ def _results(
     lengths = (s.origin[:, :n] >= 0).sum(dim=-1).reshape(-1).tolist()
     scores = s.scores[:, :n].reshape(-1).tolist()
     prompts = [p for p in prompt_lengths(batch) for _ in range(n)]
+    contexts = [c for c in prompt_context(batch) for _ in range(n)]
     peak = clock.peak_memory_bytes()
     out = []
-    for row, length, score, prompt_tokens in zip(sequences, lengths, scores, prompts):
+    for row, length, score, prompt_tokens, context in zip(sequences, lengths, scores, prompts, contexts):
         ids = row[:length]
         reason = FINISH_REASONS[_reason(ids, config, tokenizer)]
         out.append(
             Generation(
                 token_ids=ids,
                 finish_reason=reason,
-                text=finish_text(tokenizer, ids, reason, config) if tokenizer is not None else None,
+                text=finish_text(tokenizer, ids, reason, config, context) if tokenizer is not None else None,
                 score=score,
                 metrics=clock.row_metrics(prompt_tokens, length, reason, peak),
             )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -79,3 +79,25 @@ class GenerationConfig(BaseModel):
     def finish_ids(self) -> list[int]:
         """Token ids that end a sequence: the model's EOS ids, then `stop_token_ids`."""
         return self.eos_token_id + [t for t in self.stop_token_ids if t not in self.eos_token_id]
+
+
+def with_model_defaults(
+    params: GenerationConfig, model_defaults: Any, prompt_len: int, task_defaults: dict[str, Any] | None = None
+) -> GenerationConfig:
+    """The caller's controls; for each one the caller left unset: the task's default, then the
+    checkpoint's generation_config.json value, as model.generate() merges them.
+
+    `params` may be a subclass (a stage's params); only GenerationConfig fields are read.
+    The checkpoint's `max_length` / `min_length` count the (decoder) prompt, so they become
+    max_new_tokens / min_new_tokens minus `prompt_len`.
+    """
+    given = params.model_fields_set
+    from_model = model_defaults.to_diff_dict() if model_defaults is not None else {}
+    defaults = {**{k: v for k, v in from_model.items() if v is not None}, **(task_defaults or {})}
+    values = {name: getattr(params, name) for name in GenerationConfig.model_fields}
+    values.update({name: value for name, value in defaults.items() if name in values and name not in given})
+    if "max_new_tokens" not in given and "max_new_tokens" not in defaults and defaults.get("max_length"):
+        values["max_new_tokens"] = max(int(defaults["max_length"]) - prompt_len, 1)
+    if "min_new_tokens" not in given and "min_new_tokens" not in defaults and defaults.get("min_length"):
+        values["min_new_tokens"] = max(int(defaults["min_length"]) - prompt_len, 0)
+    return GenerationConfig.model_validate(values)

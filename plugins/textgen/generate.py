@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from collections import deque
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
 
@@ -105,11 +107,33 @@ def prompt_lengths(batch: PromptBatch) -> list[int]:
     return mask.sum(dim=1).tolist()
 
 
-def finish_text(tokenizer: Any, ids: list[int], reason: str, config: GenerationConfig) -> str:
-    """Decoded output: the terminating EOS / stop id dropped unless include_stop, stop strings cut."""
+CONTEXT_TOKENS = 4  # prompt tokens decoded before the output so its first token keeps its spacing
+
+
+def prompt_context(batch: PromptBatch) -> list[list[int]]:
+    """The last few real prompt tokens of every row."""
+    return [
+        [t for t, m in zip(ids, mask) if m][-CONTEXT_TOKENS:]
+        for ids, mask in zip(batch.input_ids.tolist(), batch.attention_mask.tolist())
+    ]
+
+
+def finish_text(
+    tokenizer: Any, ids: list[int], reason: str, config: GenerationConfig, context: Sequence[int] = ()
+) -> str:
+    """Decoded output: the terminating EOS / stop id dropped unless include_stop, stop strings cut.
+
+    With `context` (the prompt's last tokens) the output is decoded after them and the
+    prompt's text removed, as transformers' text-generation pipeline does: tokenizers that
+    drop the leading space of a first token then keep it.
+    """
     if reason != "length" and ids and ids[-1] in config.finish_ids and not config.include_stop:
         ids = ids[:-1]
     text = tokenizer.decode(ids, skip_special_tokens=True)
+    if context:
+        head = tokenizer.decode(list(context), skip_special_tokens=True)
+        full = tokenizer.decode([*context, *ids], skip_special_tokens=True)
+        text = full[len(head) :] if full.startswith(head) else text
     return cut_at_stop(text, config.stop, config.include_stop)[0] if config.stop else text
 
 
@@ -151,8 +175,9 @@ class SamplingRun:
         self.pad = torch.tensor(pad, device=self.device)
         self.generator = make_generator(config.seed, self.device)
         self.logprobs = LogprobRecorder(config.logprobs) if config.logprobs is not None else None
+        self.context = prompt_context(self.batch) if tokenizer is not None else []
         self.streams = (
-            [TextStream(tokenizer, config.stop, config.include_stop) for _ in range(rows)]
+            [TextStream(tokenizer, config.stop, config.include_stop, context) for context in self.context]
             if tokenizer is not None and (stream_text or config.stop)
             else None
         )
@@ -230,7 +255,7 @@ class SamplingRun:
                 Generation(
                     token_ids=ids,
                     finish_reason=reason,
-                    text=finish_text(self.tokenizer, ids, reason, self.config) if self.tokenizer is not None else None,
+                    text=finish_text(self.tokenizer, ids, reason, self.config, self.context[b]) if self.tokenizer else None,
                     logprobs=logprobs[b][:n] if logprobs is not None else None,
                     metrics=self.clock.row_metrics(prompts[b], n, reason, peak),
                 )
@@ -255,17 +280,69 @@ def generate(
     return [flat[i : i + n] for i in range(0, len(flat), n)]
 
 
-def generate_stream(
-    backend: LogitsBackend, batch: PromptBatch, config: GenerationConfig, tokenizer: Any
-) -> Iterator[list[str]]:
-    """Per step, the new final text of every row ('' when none); beam search yields once at the end."""
-    if config.num_beams > 1:
-        yield [g.text or "" for gens in generate(backend, batch, config, tokenizer) for g in gens]
-        return
-    run = SamplingRun(backend, batch, config, tokenizer, stream_text=True)
-    assert run.streams is not None
-    for _ in run:
-        yield [stream.take() for stream in run.streams]
-    tail = [stream.take() for stream in run.streams]
-    if any(tail):
-        yield tail
+class RowStream:
+    """Text deltas of one row of a streamed batch; its Generation once exhausted.
+
+    Rows of one batch share a decode loop: pulling from any row advances all of them and
+    queues the other rows' text until they are read.
+    """
+
+    def __init__(self, shared: "_BatchStream", row: int) -> None:
+        self._shared, self._row = shared, row
+
+    def __iter__(self) -> "RowStream":
+        return self
+
+    def __next__(self) -> str:
+        queue = self._shared.queues[self._row]
+        while not queue and not self._shared.done:
+            self._shared.advance()
+        if queue:
+            return queue.popleft()
+        raise StopIteration
+
+    @property
+    def generation(self) -> Generation | None:
+        """The finished sequence (finish_reason, metrics, ...), None while still streaming."""
+        results = self._shared.results
+        return results[self._row] if results is not None else None
+
+
+class _BatchStream:
+    """The decode loop behind the RowStreams of one batch."""
+
+    def __init__(self, backend: LogitsBackend, batch: PromptBatch, config: GenerationConfig, tokenizer: Any) -> None:
+        self.args = (backend, batch, config, tokenizer)
+        self.run = SamplingRun(backend, batch, config, tokenizer, stream_text=True) if config.num_beams == 1 else None
+        self.steps = iter(self.run) if self.run is not None else None
+        rows = batch.input_ids.shape[0] * config.num_return_sequences
+        self.queues: list[deque[str]] = [deque() for _ in range(rows)]
+        self.results: list[Generation] | None = None
+        self.done = False
+
+    def advance(self) -> None:
+        """One decoding step (beam search: the whole search) and queue the new text."""
+        if self.run is None or self.steps is None:
+            self.results = [g for gens in generate(*self.args) for g in gens]
+            texts = [g.text or "" for g in self.results]
+            self.done = True
+        else:
+            try:
+                next(self.steps)
+            except StopIteration:
+                self.results, self.done = self.run.results(), True
+            assert self.run.streams is not None
+            texts = [stream.take() for stream in self.run.streams]
+        for queue, text in zip(self.queues, texts):
+            if text:
+                queue.append(text)
+
+
+def stream(backend: LogitsBackend, batch: PromptBatch, config: GenerationConfig, tokenizer: Any) -> list[RowStream]:
+    """One text-delta iterator per row (prompt-major, num_return_sequences per prompt).
+
+    Deltas are final: never half a character, never text a stop string removes later;
+    joined they equal the non-streamed text. Beam search yields its result once, at the end.
+    """
+    shared = _BatchStream(backend, batch, config, tokenizer)
+    return [RowStream(shared, row) for row in range(len(shared.queues))]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 REPLACEMENT_CHAR = "\ufffd"
@@ -48,15 +49,16 @@ class IncrementalDetokenizer:
     Byte-level BPE splits a character over several tokens; decoding such a prefix ends in
     U+FFFD, so the text is held until the next token completes it. Decoding restarts a few
     tokens back (prefix_offset) so that tokenizers which drop a leading space of the first
-    decoded token still produce the right spacing.
+    decoded token still produce the right spacing; `context` (the prompt's last tokens) does the
+    same for the first generated token.
     """
 
-    def __init__(self, tokenizer: Any, skip_special_tokens: bool = True) -> None:
+    def __init__(self, tokenizer: Any, context: Sequence[int] = (), skip_special_tokens: bool = True) -> None:
         self.tokenizer = tokenizer
         self.skip_special_tokens = skip_special_tokens
-        self.ids: list[int] = []
+        self.ids: list[int] = list(context)  # prompt tokens give the first new token its spacing
         self.prefix_offset = 0
-        self.read_offset = 0
+        self.read_offset = len(self.ids)
 
     def _decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=self.skip_special_tokens)
@@ -110,8 +112,8 @@ class StopFilter:
 class TextStream:
     """One row's streamed text: detokenizer followed by the stop filter."""
 
-    def __init__(self, tokenizer: Any, stops: list[str], include_stop: bool) -> None:
-        self.detokenizer = IncrementalDetokenizer(tokenizer)
+    def __init__(self, tokenizer: Any, stops: list[str], include_stop: bool, context: Sequence[int] = ()) -> None:
+        self.detokenizer = IncrementalDetokenizer(tokenizer, context)
         self.filter = StopFilter(stops, include_stop)
         self.pending: list[str] = []
 

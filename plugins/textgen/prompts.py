@@ -1,0 +1,80 @@
+"""text-generation inputs: a string or chat messages -> prompt token ids."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from taskhub import StageContext
+from taskhub.errors import BadInputError
+
+from .loading import TextGenModel
+
+EXPECTED = 'a string, a list of {"role", "content"} messages, or {"messages": [...]} / {"text": str}'
+
+
+class PromptParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    prefix: str = Field("", description="Text put before every string prompt (not before chat messages)")
+    add_special_tokens: bool | None = Field(None, description="Tokenizer's BOS/EOS around string prompts (default: the tokenizer's)")
+    continue_final_message: bool = Field(
+        False, description="Chat: continue the last message instead of starting an assistant reply"
+    )
+
+
+@dataclass
+class Prompt:
+    """One prompt ready for decoding."""
+
+    ids: list[int]
+    source: str | list[dict[str, Any]]  # the caller's text, or the chat messages
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def messages_of(item: Any, index: int) -> str | list[dict[str, Any]]:
+    """The text or the message list inside one input, or a BadInputError naming what is wrong."""
+    if isinstance(item, dict):
+        if set(item) == {"messages"}:
+            item = item["messages"]
+        elif set(item) == {"text"}:
+            item = item["text"]
+        else:
+            raise BadInputError(f"Input {index} has fields {sorted(item)}; expected {EXPECTED}.")
+    if isinstance(item, str):
+        return item
+    if isinstance(item, list) and item and all(isinstance(m, dict) and {"role", "content"} <= set(m) for m in item):
+        return item
+    raise BadInputError(f"Input {index} is not a prompt; expected {EXPECTED}.")
+
+
+def encode_prompt(model: TextGenModel, source: str | list[dict[str, Any]], params: PromptParams) -> list[int]:
+    """Token ids: the chat template applied to messages, or the tokenizer on prefix + text."""
+    tokenizer = model.tokenizer
+    if isinstance(source, str):
+        kwargs = {} if params.add_special_tokens is None else {"add_special_tokens": params.add_special_tokens}
+        return list(tokenizer(params.prefix + source, **kwargs)["input_ids"])
+    if not getattr(tokenizer, "chat_template", None):
+        raise BadInputError("This model's tokenizer has no chat template; pass the prompt as a string.")
+    text = tokenizer.apply_chat_template(
+        source,
+        tokenize=False,
+        add_generation_prompt=not params.continue_final_message,
+        continue_final_message=params.continue_final_message,
+    )
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def prepare_prompt(items: list[Any], params: PromptParams, ctx: StageContext) -> list[Prompt]:
+    """Stage `textgen.prepare_prompt`."""
+    out = []
+    for index, item in enumerate(items):
+        source = messages_of(item, index)
+        ids = encode_prompt(ctx.model, source, params)
+        if not ids:
+            raise BadInputError(f"Input {index} tokenizes to nothing; give a non-empty prompt.")
+        out.append(Prompt(ids, source))
+    return out

@@ -1,0 +1,111 @@
+"""text-generation stages: decode prompts with the request's controls, shape results like transformers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from taskhub import StageContext
+from taskhub.errors import ParamError
+
+from .backend import PromptBatch
+from .config import GenerationConfig, with_model_defaults
+from .generate import Generation, RowStream, generate, stream
+from .loading import TextGenModel
+from .prompts import Prompt
+
+
+class TextGenerationParams(GenerationConfig):
+    """Every decoding control, plus streaming."""
+
+    stream: bool = Field(False, description="Return an iterator of text deltas per input instead of the result")
+
+
+@dataclass
+class Completion:
+    """A prompt and the sequences generated for it."""
+
+    prompt: Prompt
+    generations: list[Generation]
+
+
+def request_config(
+    params: GenerationConfig, model: TextGenModel, prompt_len: int, task_defaults: dict[str, Any] | None = None
+) -> GenerationConfig:
+    """The caller's controls over the task's and the checkpoint's defaults, with a pad id to fill finished rows."""
+    try:
+        config = with_model_defaults(params, model.generation_config, prompt_len, task_defaults)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ParamError(f"Invalid generation settings (call params + the model's generation_config): {problems}") from None
+    if config.pad_token_id is None:
+        config = config.model_copy(update={"pad_token_id": model.pad_token_id})
+    return config
+
+
+def left_padded(prompts: list[list[int]], pad_id: int, device: torch.device) -> PromptBatch:
+    """Decoder-only prompts, left-padded with `pad_id` into one batch."""
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for row, prompt in enumerate(prompts):
+        ids[row, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
+        mask[row, width - len(prompt) :] = 1
+    return PromptBatch(ids.to(device), mask.to(device))
+
+
+def generate_text(items: list[Prompt], params: TextGenerationParams, ctx: StageContext) -> list[Any]:
+    """Stage `textgen.generate`: one Completion per prompt, or one RowStream with stream=True."""
+    model: TextGenModel = ctx.model
+    if model.is_encoder_decoder:
+        raise ParamError("text-generation needs a decoder-only model; use text2text-generation for encoder-decoder models.")
+    batch = left_padded([p.ids for p in items], model.pad_token_id, model.device)
+    config = request_config(params, model, batch.input_ids.shape[1])
+    if params.stream:
+        if config.num_return_sequences != 1:
+            raise ParamError("stream=True gives one sequence per input; num_return_sequences must be 1.")
+        return stream(model.make_backend(), batch, config, model.tokenizer)
+    results = generate(model.make_backend(), batch, config, model.tokenizer)
+    return [Completion(prompt, gens) for prompt, gens in zip(items, results)]
+
+
+class TextOutputParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    return_full_text: bool = Field(True, description="Prompt + generated text (chat: the messages + the reply)")
+    return_metrics: bool = Field(False, description="Add prompt_tokens, generated_tokens, ttft_s, tpot_s, tokens_per_s, ...")
+
+
+def record(generation: Generation, key: str, text: Any, return_metrics: bool) -> dict[str, Any]:
+    """One result dict: {key: text}, logprobs when asked for, metrics when asked for."""
+    out: dict[str, Any] = {key: text}
+    if generation.logprobs is not None:
+        out["logprobs"] = generation.logprobs
+    if return_metrics:
+        out.update(generation.metrics)
+    return out
+
+
+def full_text(prompt: Prompt, text: str) -> Any:
+    """What transformers returns with return_full_text: the prompt text + output, or the messages + the reply."""
+    if isinstance(prompt.source, str):
+        return prompt.source + text
+    return [*prompt.source, {"role": "assistant", "content": text}]
+
+
+def text_output(items: list[Any], params: TextOutputParams, ctx: StageContext) -> list[Any]:
+    """Stage `textgen.text_output`: [{"generated_text": ...}] per input; streams pass through."""
+    out: list[Any] = []
+    for item in items:
+        if isinstance(item, RowStream):
+            out.append(item)
+            continue
+        out.append(
+            [
+                record(g, "generated_text", full_text(item.prompt, g.text or "") if params.return_full_text else g.text, params.return_metrics)
+                for g in item.generations
+            ]
+        )
+    return out
