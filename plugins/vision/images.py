@@ -19,6 +19,7 @@ from taskhub.registry import NoParams
 
 EXPECTED = "an image path, image bytes, a data:image/... URI, a PIL.Image or a numpy array (HxWx3/4 uint8 or HxW)"
 DATA_URI_PREFIX = "data:image/"
+ORIENTATION = 0x0112  # EXIF tag
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -78,8 +79,9 @@ def decode_image(image: Image.Image, name: str) -> Image.Image:
     """Decode pixels, apply the EXIF orientation and convert to RGB (what HF's load_image does)."""
     try:
         image.load()
-        upright = ImageOps.exif_transpose(image)
-        return upright.convert("RGB")
+        if image.getexif().get(ORIENTATION, 1) != 1:
+            image = ImageOps.exif_transpose(image)
+        return image if image.mode == "RGB" else image.convert("RGB")  # no copy when nothing changes
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise BadInputError(f"{name} is corrupt or truncated and cannot be decoded ({exc}).") from None
 
