@@ -49,7 +49,8 @@ class PixelInputs:
 class DirectPath:
     """HF PIL-backend resize -> center crop -> rescale -> normalize, done straight on the PIL image."""
 
-    size: tuple[str, int, int] | None  # ("fixed", height, width) or ("shortest_edge", edge, 0); None: no resize
+    fixed_size: tuple[int, int] | None  # resize to this (height, width) ...
+    shortest_edge: int | None  # ... or resize the short side to this, keeping the aspect ratio
     resample: int
     crop: tuple[int, int] | None  # (height, width) of the center crop
     table: np.ndarray  # [3, 256]: value of channel c for uint8 input v, from the processor's own ops
@@ -61,17 +62,23 @@ class DirectPath:
             return None
         if any(getattr(type(processor), m) is not getattr(PilBackend, m) for m in DIRECT_PATH_METHODS):
             return None
-        size = _resize_rule(processor) if processor.do_resize else None
-        if processor.do_resize and (size is None or not isinstance(processor.resample, int)):
-            return None
+        fixed, shortest = None, None
+        if processor.do_resize:
+            size = processor.size
+            if size.shortest_edge and not size.longest_edge:
+                shortest = int(size.shortest_edge)
+            elif size.height and size.width and not (size.shortest_edge or size.max_height):
+                fixed = (int(size.height), int(size.width))
+            if (fixed is None and shortest is None) or not isinstance(processor.resample, int):
+                return None
         crop = None
         if processor.do_center_crop:
             crop = (int(processor.crop_size.height), int(processor.crop_size.width))
-        return cls(size, int(processor.resample or 0), crop, _value_table(processor))
+        return cls(fixed, shortest, int(processor.resample or 0), crop, _value_table(processor))
 
     def __call__(self, image: Image.Image) -> PixelInputs:
         original = (image.height, image.width)
-        if self.size is not None:
+        if self.fixed_size or self.shortest_edge:
             height, width = self._target(image.height, image.width)
             image = image.resize((width, height), resample=self.resample)
         if self.crop is not None:
@@ -84,21 +91,12 @@ class DirectPath:
 
     def _target(self, height: int, width: int) -> tuple[int, int]:
         """(height, width) after resizing, computed as HF's get_resize_output_image_size does."""
-        rule, a, b = self.size  # type: ignore[misc]
-        if rule == "fixed":
-            return a, b
+        if self.fixed_size is not None:
+            return self.fixed_size
+        edge = int(self.shortest_edge or 0)
         short, long = (width, height) if width <= height else (height, width)
-        new_short, new_long = a, int(a * long / short)
+        new_short, new_long = edge, int(edge * long / short)
         return (new_long, new_short) if width <= height else (new_short, new_long)
-
-
-def _resize_rule(processor: BaseImageProcessor) -> tuple[str, int, int] | None:
-    size = processor.size
-    if size.shortest_edge and not size.longest_edge:
-        return ("shortest_edge", int(size.shortest_edge), 0)
-    if size.height and size.width and not (size.shortest_edge or size.max_height):
-        return ("fixed", int(size.height), int(size.width))
-    return None
 
 
 def _value_table(processor: BaseImageProcessor) -> np.ndarray:
