@@ -15,6 +15,8 @@ from transformers import (
     BartForConditionalGeneration,
     GPT2Config,
     GPT2LMHeadModel,
+    GPTNeoXConfig,
+    GPTNeoXForCausalLM,
     LlamaConfig,
     LlamaForCausalLM,
     PreTrainedTokenizerFast,
@@ -32,6 +34,10 @@ CORPUS = [
     "Summaries keep the important sentences of a long document.",
     "Translate English to German: the house is wonderful.",
 ] * 20
+T5_TASK_PARAMS = {
+    "summarization": {"prefix": "summarize: ", "num_beams": 2, "max_length": 12},
+    "translation_en_to_de": {"prefix": "translate English to German: ", "max_length": 10},
+}
 CHAT_TEMPLATE = (
     "{% for m in messages %}<s>{{ m['role'] }}\n{{ m['content'] }}</s>\n{% endfor %}"
     "{% if add_generation_prompt %}<s>assistant\n{% endif %}"
@@ -90,6 +96,18 @@ def build_models(root: Path) -> dict[str, Path]:
                 **ids,
             )
         ),
+        "neox": lambda: GPTNeoXForCausalLM(  # not covered by the native decoder: runs through transformers
+            GPTNeoXConfig(
+                vocab_size=vocab,
+                hidden_size=32,
+                intermediate_size=64,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                max_position_embeddings=256,
+                initializer_range=0.2,
+                **ids,
+            )
+        ),
         "bart": lambda: BartForConditionalGeneration(
             BartConfig(
                 vocab_size=vocab,
@@ -122,6 +140,7 @@ def build_models(root: Path) -> dict[str, Path]:
                 initializer_factor=4.0,
                 pad_token_id=PAD,
                 eos_token_id=EOS,
+                task_specific_params=T5_TASK_PARAMS,
             )
         ),
     }
@@ -130,7 +149,7 @@ def build_models(root: Path) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def decoding_model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """name -> saved tiny checkpoint (gpt2, llama, bart, t5)."""
+    """name -> saved tiny checkpoint (gpt2, llama, neox, bart, t5)."""
     return build_models(tmp_path_factory.mktemp("decoding_models"))
 
 

@@ -84,8 +84,15 @@ def test_beam_search_matches_transformers(decoding_models, name, beams, penalty,
     eos = first_token_at(model, batch, 3)  # beams hit EOS early, so the stopping rules matter
     kwargs = dict(num_beams=beams, length_penalty=penalty, early_stopping=early, num_return_sequences=returned)
     ref = model.generate(
-        **enc, max_new_tokens=10, do_sample=False, eos_token_id=eos, pad_token_id=PAD,
-        return_dict_in_generate=True, output_scores=True, output_logits=True, **kwargs,
+        **enc,
+        max_new_tokens=10,
+        do_sample=False,
+        eos_token_id=eos,
+        pad_token_id=PAD,
+        return_dict_in_generate=True,
+        output_scores=True,
+        output_logits=True,
+        **kwargs,
     )
     got = [g for gens in ours(model, batch, max_new_tokens=10, eos_token_id=eos, **kwargs) for g in gens]
     assert len(got) == len(PROMPTS) * returned
@@ -98,7 +105,9 @@ def test_beam_search_matches_transformers(decoding_models, name, beams, penalty,
 
 def test_beam_search_t5(decoding_models):
     model, _, enc, batch = make_batch("t5", decoding_models)
-    ref = model.generate(**enc, max_new_tokens=8, num_beams=3, num_return_sequences=2, pad_token_id=PAD, eos_token_id=EOS)
+    ref = model.generate(
+        **enc, max_new_tokens=8, num_beams=3, num_return_sequences=2, pad_token_id=PAD, eos_token_id=EOS
+    )
     got = [g for gens in ours(model, batch, max_new_tokens=8, num_beams=3, num_return_sequences=2) for g in gens]
     for row, gen in enumerate(got):
         assert gen.token_ids == hf_new_tokens(model, enc, ref, row)[: len(gen.token_ids)]
@@ -162,8 +171,13 @@ def test_min_new_tokens_matches_transformers(decoding_models):
 def test_logprobs_are_log_softmax_of_processed_scores(decoding_models):
     model, _, enc, batch = make_batch("llama", decoding_models)
     ref = model.generate(
-        **enc, max_new_tokens=6, repetition_penalty=1.5, eos_token_id=EOS, pad_token_id=PAD,
-        return_dict_in_generate=True, output_scores=True,
+        **enc,
+        max_new_tokens=6,
+        repetition_penalty=1.5,
+        eos_token_id=EOS,
+        pad_token_id=PAD,
+        return_dict_in_generate=True,
+        output_scores=True,
     )
     got = ours(model, batch, max_new_tokens=6, repetition_penalty=1.5, logprobs=3)
     for row, (gen,) in enumerate(got):
@@ -194,7 +208,9 @@ def test_stop_string_across_token_boundary(decoding_models, include_stop):
     model, tokenizer, _, batch = make_batch("gpt2", decoding_models)
     plain = ours(model, batch, tokenizer, max_new_tokens=40, eos_token_id=[])[1][0]
     stop, i, offset = boundary_stop(tokenizer, plain.token_ids)
-    got = ours(model, batch, tokenizer, max_new_tokens=40, eos_token_id=[], stop=[stop], include_stop=include_stop)[1][0]
+    got = ours(model, batch, tokenizer, max_new_tokens=40, eos_token_id=[], stop=[stop], include_stop=include_stop)[1][
+        0
+    ]
     assert got.finish_reason == "stop"
     assert got.token_ids == plain.token_ids[: i + 2]
     full = tokenizer.decode(plain.token_ids)
@@ -209,7 +225,9 @@ def test_stop_token_ids_and_finish_reasons(decoding_models):
     first = got[0][0]
     assert first.finish_reason == "stop" and first.token_ids[-1] == stop_id
     assert first.text == tokenizer.decode(first.token_ids[:-1])
-    kept = ours(model, batch, tokenizer, max_new_tokens=20, eos_token_id=[], stop_token_ids=[stop_id], include_stop=True)
+    kept = ours(
+        model, batch, tokenizer, max_new_tokens=20, eos_token_id=[], stop_token_ids=[stop_id], include_stop=True
+    )
     assert kept[0][0].text == tokenizer.decode(first.token_ids)
     for (gen,), (ref,) in zip(got, plain):
         if stop_id not in ref.token_ids:
@@ -239,7 +257,17 @@ def test_metrics_present_and_sane(decoding_models):
     model, _, _, batch = make_batch("gpt2", decoding_models)
     for (gen,) in ours(model, batch, max_new_tokens=8, eos_token_id=[]):
         m = gen.metrics
-        assert set(m) == {"prompt_tokens", "generated_tokens", "ttft_s", "tpot_s", "tokens_per_s", "peak_memory_bytes", "finish_reason"}
+        assert set(m) == {
+            "prompt_tokens",
+            "generated_tokens",
+            "ttft_s",
+            "tpot_s",
+            "tokens_per_s",
+            "peak_memory_bytes",
+            "finish_reason",
+        }
         assert m["generated_tokens"] == 8 and m["finish_reason"] == "length"
         assert 0 < m["ttft_s"] and 0 < m["tpot_s"] and m["tokens_per_s"] > 0 and m["peak_memory_bytes"] > 0
-    assert [g.metrics["prompt_tokens"] for (g,) in ours(model, batch, max_new_tokens=1)] == batch.attention_mask.sum(1).tolist()
+    assert [g.metrics["prompt_tokens"] for (g,) in ours(model, batch, max_new_tokens=1)] == batch.attention_mask.sum(
+        1
+    ).tolist()

@@ -31,7 +31,10 @@ def check(ours_out: torch.Tensor, theirs: torch.Tensor) -> None:
 @pytest.mark.parametrize("penalty", [0.5, 1.3, 2.0])
 def test_repetition_penalty(inputs, penalty):
     ids, scores = inputs
-    check(ours.repetition_penalty(penalty, None)(ids, scores), hf.RepetitionPenaltyLogitsProcessor(penalty)(ids, scores.clone()))
+    check(
+        ours.repetition_penalty(penalty, None)(ids, scores),
+        hf.RepetitionPenaltyLogitsProcessor(penalty)(ids, scores.clone()),
+    )
 
 
 def test_repetition_penalty_ignores_left_padding(inputs):
@@ -88,8 +91,13 @@ def test_forced_tokens_and_suppression(inputs):
     ids, scores = inputs
     one = ids[:, :1]
     check(ours.force_token_at(4, 1)(one, scores), hf.ForcedBOSTokenLogitsProcessor(4)(one, scores.clone()))
-    check(ours.force_token_at(2, LENGTH)(ids, scores), hf.ForcedEOSTokenLogitsProcessor(LENGTH + 1, 2)(ids, scores.clone()))
-    check(ours.suppress([1, 9], None, DEVICE)(ids, scores), hf.SuppressTokensLogitsProcessor([1, 9])(ids, scores.clone()))
+    check(
+        ours.force_token_at(2, LENGTH)(ids, scores),
+        hf.ForcedEOSTokenLogitsProcessor(LENGTH + 1, 2)(ids, scores.clone()),
+    )
+    check(
+        ours.suppress([1, 9], None, DEVICE)(ids, scores), hf.SuppressTokensLogitsProcessor([1, 9])(ids, scores.clone())
+    )
     for at in (LENGTH, LENGTH + 1):
         theirs = hf.SuppressTokensAtBeginLogitsProcessor([3, 8], at)(ids, scores.clone())
         check(ours.suppress([3, 8], at, DEVICE)(ids, scores), theirs)

@@ -66,7 +66,9 @@ class _BeamState:
     def __init__(self, prompt: torch.Tensor, num_beams: int, max_new_tokens: int, fill: int) -> None:
         batch, prompt_len = prompt.shape[0] // num_beams, prompt.shape[1]
         device = prompt.device
-        self.running = torch.full((batch, num_beams, prompt_len + max_new_tokens), fill, dtype=torch.long, device=device)
+        self.running = torch.full(
+            (batch, num_beams, prompt_len + max_new_tokens), fill, dtype=torch.long, device=device
+        )
         self.running[:, :, :prompt_len] = prompt.view(batch, num_beams, prompt_len)
         self.sequences = self.running.clone()
         self.running_scores = torch.zeros((batch, num_beams), device=device)
@@ -78,6 +80,7 @@ class _BeamState:
         self.origin = self.running_origin.clone()
 
 
+@torch.inference_mode()
 def beam_search(
     backend: LogitsBackend, batch: PromptBatch, config: GenerationConfig, tokenizer: Any = None
 ) -> list[Generation]:
@@ -132,7 +135,11 @@ def beam_search(
         if cur + 1 >= prompt_len + max_new:
             hits = torch.ones_like(top_lp, dtype=torch.bool)
         else:
-            hits = torch.isin(top_seq[:, :, cur], finish_ids) if finish_ids is not None else torch.zeros_like(top_lp, dtype=torch.bool)
+            hits = (
+                torch.isin(top_seq[:, :, cur], finish_ids)
+                if finish_ids is not None
+                else torch.zeros_like(top_lp, dtype=torch.bool)
+            )
             if config.stop:
                 hits = hits | _stop_string_hits(tokenizer, top_seq[:, :, prompt_len : cur + 1], config.stop)
         # d. best unfinished candidates keep running

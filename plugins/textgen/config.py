@@ -61,7 +61,7 @@ class GenerationConfig(BaseModel):
         return [value] if isinstance(value, str) else value
 
     @model_validator(mode="after")
-    def _check_combinations(self) -> "GenerationConfig":
+    def _check_combinations(self) -> GenerationConfig:
         if any(s == "" for s in self.stop):
             raise ValueError("stop strings must be non-empty")
         if self.num_beams > 1 and self.num_return_sequences > self.num_beams:

@@ -84,9 +84,7 @@ class LogprobRecorder:
                     {
                         "token_id": token,
                         "logprob": chosen[b][t],
-                        "top_logprobs": [
-                            {"token_id": i, "logprob": v} for i, v in zip(top_ids[b][t], top_values[b][t])
-                        ]
+                        "top_logprobs": [{"token_id": i, "logprob": v} for i, v in zip(top_ids[b][t], top_values[b][t])]
                         if top_ids is not None
                         else [],
                     }
@@ -187,6 +185,7 @@ class SamplingRun:
         self.steps = 0
         self.clock: MetricsClock | None = None
 
+    @torch.inference_mode()  # also when a stream is read after the stage that made it returned
     def __iter__(self) -> Iterator[torch.Tensor]:
         config, prompt_len = self.config, self.prompt_len
         self.clock = MetricsClock(self.device)
@@ -255,7 +254,9 @@ class SamplingRun:
                 Generation(
                     token_ids=ids,
                     finish_reason=reason,
-                    text=finish_text(self.tokenizer, ids, reason, self.config, self.context[b]) if self.tokenizer else None,
+                    text=finish_text(self.tokenizer, ids, reason, self.config, self.context[b])
+                    if self.tokenizer
+                    else None,
                     logprobs=logprobs[b][:n] if logprobs is not None else None,
                     metrics=self.clock.row_metrics(prompts[b], n, reason, peak),
                 )
@@ -287,10 +288,10 @@ class RowStream:
     queues the other rows' text until they are read.
     """
 
-    def __init__(self, shared: "_BatchStream", row: int) -> None:
+    def __init__(self, shared: _BatchStream, row: int) -> None:
         self._shared, self._row = shared, row
 
-    def __iter__(self) -> "RowStream":
+    def __iter__(self) -> RowStream:
         return self
 
     def __next__(self) -> str:

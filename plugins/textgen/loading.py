@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import torch
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer, PreTrainedTokenizerBase
@@ -89,7 +90,9 @@ def load_generative_lm(source: ModelSource) -> TextGenModel:
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=source.trust_remote_code)
     native_ok = not config.get("is_encoder_decoder") and is_supported(config) and _has_safetensors(path)
     if choice == "native" and not native_ok:
-        raise ModelNotAvailableError(f"The native decoder does not cover {config.get('model_type')!r} checkpoints at {path}.")
+        raise ModelNotAvailableError(
+            f"The native decoder does not cover {config.get('model_type')!r} checkpoints at {path}."
+        )
     device = torch.device(source.device)
     if choice == "native" or (choice == "auto" and native_ok):
         transformer = load_transformer(path, dtype=source.dtype, device=source.device)

@@ -21,7 +21,7 @@ Processors are built once per request and only for the controls that are switche
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

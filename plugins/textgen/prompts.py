@@ -18,7 +18,9 @@ EXPECTED = 'a string, a list of {"role", "content"} messages, or {"messages": [.
 class PromptParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     prefix: str = Field("", description="Text put before every string prompt (not before chat messages)")
-    add_special_tokens: bool | None = Field(None, description="Tokenizer's BOS/EOS around string prompts (default: the tokenizer's)")
+    add_special_tokens: bool | None = Field(
+        None, description="Tokenizer's BOS/EOS around string prompts (default: the tokenizer's)"
+    )
     continue_final_message: bool = Field(
         False, description="Chat: continue the last message instead of starting an assistant reply"
     )

@@ -38,11 +38,15 @@ class Source:
 
 class SourceParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    prefix: str | None = Field(None, description="Text put before every input (default: the model's task prefix, e.g. T5's)")
+    prefix: str | None = Field(
+        None, description="Text put before every input (default: the model's task prefix, e.g. T5's)"
+    )
 
 
 class TranslationParams(SourceParams):
-    src_lang: str | None = Field(None, description="Source language code (en); also from the task name translation_en_to_de")
+    src_lang: str | None = Field(
+        None, description="Source language code (en); also from the task name translation_en_to_de"
+    )
     tgt_lang: str | None = Field(None, description="Target language code (de)")
 
 
@@ -67,7 +71,11 @@ def check_texts(items: list[Any]) -> None:
 
 def encode_sources(model: TextGenModel, texts: list[str], defaults: dict[str, Any]) -> list[Source]:
     """Encoder ids of each text, truncated to what the model takes."""
-    limits = [model.tokenizer.model_max_length, model.config.get("max_position_embeddings"), model.config.get("n_positions")]
+    limits = [
+        model.tokenizer.model_max_length,
+        model.config.get("max_position_embeddings"),
+        model.config.get("n_positions"),
+    ]
     limit = min((int(x) for x in limits if isinstance(x, int) and 0 < x < 1_000_000), default=None)
     encoded = model.tokenizer(texts, truncation=limit is not None, max_length=limit)["input_ids"]
     return [Source(list(ids), defaults) for ids in encoded]
@@ -138,7 +146,9 @@ def generate_seq2seq(items: list[Source], params: GenerationConfig, ctx: StageCo
 
 class OutputParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    return_metrics: bool = Field(False, description="Add prompt_tokens, generated_tokens, ttft_s, tpot_s, tokens_per_s, ...")
+    return_metrics: bool = Field(
+        False, description="Add prompt_tokens, generated_tokens, ttft_s, tpot_s, tokens_per_s, ..."
+    )
 
 
 def output_as(key: str) -> Any:

@@ -40,7 +40,9 @@ def request_config(
         config = with_model_defaults(params, model.generation_config, prompt_len, task_defaults)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ParamError(f"Invalid generation settings (call params + the model's generation_config): {problems}") from None
+        raise ParamError(
+            f"Invalid generation settings (call params + the model's generation_config): {problems}"
+        ) from None
     if config.pad_token_id is None:
         config = config.model_copy(update={"pad_token_id": model.pad_token_id})
     return config
@@ -61,7 +63,9 @@ def generate_text(items: list[Prompt], params: TextGenerationParams, ctx: StageC
     """Stage `textgen.generate`: one Completion per prompt, or one RowStream with stream=True."""
     model: TextGenModel = ctx.model
     if model.is_encoder_decoder:
-        raise ParamError("text-generation needs a decoder-only model; use text2text-generation for encoder-decoder models.")
+        raise ParamError(
+            "text-generation needs a decoder-only model; use text2text-generation for encoder-decoder models."
+        )
     batch = left_padded([p.ids for p in items], model.pad_token_id, model.device)
     config = request_config(params, model, batch.input_ids.shape[1])
     if params.stream:
@@ -75,7 +79,9 @@ def generate_text(items: list[Prompt], params: TextGenerationParams, ctx: StageC
 class TextOutputParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     return_full_text: bool = Field(True, description="Prompt + generated text (chat: the messages + the reply)")
-    return_metrics: bool = Field(False, description="Add prompt_tokens, generated_tokens, ttft_s, tpot_s, tokens_per_s, ...")
+    return_metrics: bool = Field(
+        False, description="Add prompt_tokens, generated_tokens, ttft_s, tpot_s, tokens_per_s, ..."
+    )
 
 
 def record(generation: Generation, key: str, text: Any, return_metrics: bool) -> dict[str, Any]:
@@ -104,7 +110,12 @@ def text_output(items: list[Any], params: TextOutputParams, ctx: StageContext) -
             continue
         out.append(
             [
-                record(g, "generated_text", full_text(item.prompt, g.text or "") if params.return_full_text else g.text, params.return_metrics)
+                record(
+                    g,
+                    "generated_text",
+                    full_text(item.prompt, g.text or "") if params.return_full_text else g.text,
+                    params.return_metrics,
+                )
                 for g in item.generations
             ]
         )

@@ -69,11 +69,13 @@ def summary_inputs(items: list[Any], params: SourceParams, ctx: StageContext) ->
 class SummarizeParams(GenerationConfig):
     """Decoding controls (abstractive) and how much to keep (extractive)."""
 
-    num_sentences: int | None = Field(None, ge=1, description=f"Extractive: sentences kept (default {DEFAULT_SENTENCES})")
+    num_sentences: int | None = Field(
+        None, ge=1, description=f"Extractive: sentences kept (default {DEFAULT_SENTENCES})"
+    )
     ratio: float | None = Field(None, gt=0.0, le=1.0, description="Extractive: fraction of the sentences kept")
 
     @model_validator(mode="after")
-    def _one_size(self) -> "SummarizeParams":
+    def _one_size(self) -> SummarizeParams:
         if self.num_sentences is not None and self.ratio is not None:
             raise ValueError("give num_sentences or ratio, not both")
         return self
