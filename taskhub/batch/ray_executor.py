@@ -59,6 +59,7 @@ def run_ray(spec: WorkSpec, todo: Iterable[Item], writer: BatchWriter, progress:
             fn_constructor_kwargs={"spec": spec},
             batch_size=spec.batch_size,
             compute=ray.data.ActorPoolStrategy(size=workers),
+            num_gpus=1 if (spec.device or "").startswith("cuda") else 0,  # an actor sees a GPU only if it asks for one
             batch_format="numpy",
         )
         with GracefulStop() as stop:
