@@ -271,3 +271,30 @@ def test_metrics_present_and_sane(decoding_models):
     assert [g.metrics["prompt_tokens"] for (g,) in ours(model, batch, max_new_tokens=1)] == batch.attention_mask.sum(
         1
     ).tolist()
+
+
+def test_beam_search_stops_at_stop_strings(decoding_models):
+    model, tokenizer, _, batch = make_batch("gpt2", decoding_models)
+    plain = ours(model, batch, tokenizer, max_new_tokens=16, num_beams=3, eos_token_id=[])[1][0]
+    stop, _, _ = boundary_stop(tokenizer, plain.token_ids)
+    got = [
+        g
+        for gens in ours(
+            model,
+            batch,
+            tokenizer,
+            max_new_tokens=16,
+            num_beams=3,
+            num_return_sequences=2,
+            eos_token_id=[],
+            stop=[stop],
+        )
+        for g in gens
+    ]
+    assert any(g.finish_reason == "stop" for g in got)
+    for gen in got:
+        full = tokenizer.decode(gen.token_ids)
+        assert stop not in gen.text and full.startswith(gen.text)
+        if gen.finish_reason == "stop":  # the stop string completes in the last token, not before
+            assert stop in full and stop not in tokenizer.decode(gen.token_ids[:-1])
+            assert gen.text == full[: full.find(stop)]

@@ -61,3 +61,33 @@ def test_stop_filter_without_stop_emits_everything():
     out = f.push("abcX") + f.push("Y") + f.push("q")
     assert out == "abcXYq"[: len(out)] and f.held == ""
     assert out + f.flush() == "abcXYq"
+
+
+@pytest.fixture(scope="module")
+def metaspace_tokenizer():
+    """A sentencepiece-style tokenizer: decoding drops the leading space of the first token."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="first")
+    tok.decoder = decoders.Metaspace(prepend_scheme="first")
+    tok.train_from_iterator(
+        ["the quick brown fox jumps over the lazy dog"] * 10,
+        trainers.BpeTrainer(vocab_size=80, special_tokens=["<unk>"]),
+    )
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>")
+
+
+def test_prompt_context_keeps_the_first_tokens_space(metaspace_tokenizer):
+    from taskhub_textgen.config import GenerationConfig
+    from taskhub_textgen.generate import finish_text
+
+    tokenizer = metaspace_tokenizer
+    ids = tokenizer.encode("the quick brown fox jumps")
+    prompt, output = ids[:2], ids[2:]
+    expected = tokenizer.decode(ids)[len(tokenizer.decode(prompt)) :]  # what transformers' pipeline returns
+    assert expected.startswith(" ") and not tokenizer.decode(output).startswith(" ")
+    assert finish_text(tokenizer, output, "length", GenerationConfig(), context=prompt) == expected
+    detok = IncrementalDetokenizer(tokenizer, context=prompt)
+    assert "".join(detok.push(i) for i in output) + detok.flush() == expected
