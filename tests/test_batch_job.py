@@ -199,6 +199,12 @@ def test_progress_bar_on_a_terminal_and_plain_lines_elsewhere() -> None:
     assert "10/10" in frames[-1] and tty.getvalue().endswith("\n")
 
 
-def test_example_feature_extraction_job_is_valid() -> None:
-    summary = taskhub.run_job(JOBS / "embed-texts.yaml", dry_run=True, quiet=True)
+@pytest.mark.parametrize("job", sorted(JOBS.glob("*.yaml")), ids=lambda p: p.name)
+def test_example_jobs_are_valid_and_find_their_inputs(job: Path) -> None:
+    summary = taskhub.run_job(job, dry_run=True, resume=False, quiet=True)
+    assert summary["total"] >= 1
+
+
+def test_example_embedding_job_covers_the_sample_texts() -> None:
+    summary = taskhub.run_job(JOBS / "embed-samples.yaml", dry_run=True, resume=False, quiet=True)
     assert summary["total"] == len(list(SAMPLES.glob("*.txt"))) >= 3
