@@ -19,6 +19,7 @@ from taskhub_textgen.backend import PromptBatch
 from taskhub_textgen.checkpoint import load_transformer, read_hf_config, transformer_config
 from taskhub_textgen.model import Transformer
 from taskhub_textgen.native_backend import NativeBackend, is_supported, positions_from_mask
+from taskhub_textgen.quantize import Int8Linear, quantize_int8
 
 FP32_KINDS = ["gpt2", "llama", "llama_tied", "llama_linear", "llama_dynamic", "llama3", "llama_yarn",
               "mistral", "qwen2", "llama_sharded"]
@@ -178,3 +179,13 @@ def test_unsupported_configs_are_refused_clearly(textgen_checkpoints):
     assert not is_supported({**llama, "hidden_act": "gelu_fast"})
     with pytest.raises(ModelNotAvailableError, match="falcon"):
         transformer_config({**llama, "model_type": "falcon"})
+
+
+def test_int8_weight_only_stays_close_to_fp32(textgen_checkpoints):
+    path = textgen_checkpoints["qwen2"]
+    ids, mask = left_padded([6, 10], seed=8)
+    reference = NativeBackend.from_pretrained(path, dtype=torch.float32).prefill(PromptBatch(ids, mask), 1)
+    quantized = NativeBackend(quantize_int8(load_transformer(path, dtype=torch.float32)))
+    assert all(isinstance(m.attention.wqkv, Int8Linear) for m in quantized.model.layers)
+    logits = quantized.prefill(PromptBatch(ids, mask), 1)
+    assert (logits - reference).abs().max() < 0.05 * reference.abs().max()

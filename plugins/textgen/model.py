@@ -156,7 +156,13 @@ class Block(nn.Module):
         self.mlp_norm = make_norm(cfg)
         self.mlp = MLP(cfg)
 
-    def forward(self, x, rope, mask, cache) -> torch.Tensor:  # noqa: ANN001 - see Attention.forward
+    def forward(
+        self,
+        x: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor] | None,
+        mask: torch.Tensor,
+        cache: KVCache,
+    ) -> torch.Tensor:
         x = x + self.attention(self.attention_norm(x), rope, mask, cache)
         return x + self.mlp(self.mlp_norm(x))
 
@@ -169,6 +175,9 @@ def attention_mask(key_valid: torch.Tensor, start: int, window: int | None) -> t
     sees itself, so padding rows never softmax over nothing (their outputs are unused).
     """
     S = key_valid.shape[1]
+    if S - start == 1:  # one new token (decoding): a real query sees every real key in its window
+        mask = key_valid[:, None, None, :]
+        return mask if window is None or S <= window else mask & (torch.arange(S, device=mask.device) > start - window)
     q = torch.arange(start, S, device=key_valid.device)[:, None]  # [T, 1]
     k = torch.arange(S, device=key_valid.device)[None, :]  # [1, S]
     visible = k <= q

@@ -11,6 +11,7 @@ from taskhub.errors import TaskhubError
 
 from .backend import PromptBatch
 from .checkpoint import load_transformer, transformer_config
+from .kv_cache import KVCache
 from .model import Transformer
 
 
@@ -29,14 +30,19 @@ def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
 
 
 class NativeBackend:
-    """Next-token logits from the native model; owns one KV cache per generation."""
+    """Next-token logits from the native model; owns one KV cache per generation.
+
+    The model runs under torch.inference_mode (the cheapest dispatch); the logits handed
+    back are cloned out of it so decoding code may modify them in place.
+    """
 
     def __init__(self, model: Transformer) -> None:
         self.model = model
         self.vocab_size = model.cfg.vocab_size
         self.device = model.tok_embeddings.weight.device
-        self.cache = None
+        self.cache: KVCache | None = None
         self.next_positions = torch.zeros(0, dtype=torch.long)  # [B] position of the next token of each row
+        self.valid = torch.ones(0, 1, dtype=torch.bool)  # [B, 1] decoded tokens are never padding
 
     @classmethod
     def from_pretrained(
@@ -44,35 +50,34 @@ class NativeBackend:
     ) -> NativeBackend:
         return cls(load_transformer(path, dtype=dtype, device=device))
 
-    @torch.no_grad()
     def prefill(self, batch: PromptBatch, max_new_tokens: int) -> torch.Tensor:
         """Run the left-padded prompts into a fresh cache sized for `max_new_tokens` more; [B, V] fp32."""
-        ids = batch.input_ids.to(self.device)
-        mask = batch.attention_mask.to(self.device)
-        B, T = ids.shape
-        self.cache = self.model.new_cache(B, T + max_new_tokens)
-        positions = positions_from_mask(mask)
-        self.next_positions = positions[:, -1] + 1
-        logits = self.model(ids, positions, mask.bool(), self.cache)
-        return logits[:, -1].float()
+        with torch.inference_mode():
+            ids = batch.input_ids.to(self.device)
+            mask = batch.attention_mask.to(self.device)
+            B, T = ids.shape
+            self.cache = self.model.new_cache(B, T + max_new_tokens)
+            positions = positions_from_mask(mask)
+            self.next_positions = positions[:, -1] + 1
+            self.valid = torch.ones(B, 1, dtype=torch.bool, device=self.device)
+            logits = self.model(ids, positions, mask.bool(), self.cache)[:, -1].float()
+        return logits.clone()  # a normal tensor: callers may edit it in place
 
-    @torch.no_grad()
     def decode(self, next_ids: torch.Tensor) -> torch.Tensor:
         """Append next_ids [B] to every row; [B, V] fp32 logits of the token after them."""
         if self.cache is None:
             raise RuntimeError("decode() before prefill()")
-        ids = next_ids.to(self.device).view(-1, 1)  # [B, 1]
-        positions = self.next_positions.view(-1, 1)
-        valid = torch.ones_like(ids, dtype=torch.bool)
-        logits = self.model(ids, positions, valid, self.cache)
-        self.next_positions = self.next_positions + 1
-        return logits[:, -1].float()
+        with torch.inference_mode():
+            ids = next_ids.to(self.device).view(-1, 1)  # [B, 1]
+            logits = self.model(ids, self.next_positions[:, None], self.valid, self.cache)[:, -1].float()
+            self.next_positions = self.next_positions + 1
+        return logits.clone()
 
     def reorder_cache(self, beam_idx: torch.Tensor) -> None:
         """Keep cache rows `beam_idx` [B] in that order (beam search)."""
         if self.cache is None:
             raise RuntimeError("reorder_cache() before prefill()")
         beam_idx = beam_idx.to(self.device)
-        with torch.no_grad():
+        with torch.inference_mode():
             self.cache.reorder(beam_idx)
             self.next_positions = self.next_positions[beam_idx]
