@@ -8,6 +8,7 @@ import sys
 import traceback
 import warnings
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 from .api import pipeline, to_json
@@ -56,6 +57,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     inputs = [cli_input(arg, pipe.manifest.input) for arg in args.inputs]
     results = pipe(inputs, **params)
     for arg, result in zip(args.inputs, results):
+        if isinstance(result, Iterator):
+            for delta in result:  # a streamed result (stream=true): print text as it comes
+                print(delta, end="", flush=True)
+            print()
+            continue
         if args.output and isinstance(result, dict) and {"audio", "sampling_rate"} <= result.keys():
             _write_wav(result, Path(args.output), len(args.inputs), args.inputs.index(arg))
             continue

@@ -12,6 +12,8 @@ import pytest
 
 from taskhub.cli import main
 
+from fixtures_decoding import decoding_model_dirs  # noqa: F401  (session fixture)
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -92,3 +94,12 @@ def test_manifest_validate_and_schema(tmp_path, capsys):
     assert main(["manifest", "schema", "job"]) == 0
     schema = json.loads(capsys.readouterr().out)
     assert schema["title"] == "taskhub job manifest" and "inputs" in schema["properties"]
+
+
+def test_run_streams_text_as_it_is_generated(capsys, decoding_model_dirs):
+    model = str(decoding_model_dirs["gpt2"])
+    common = ["run", "text-generation", "Once upon a time", "--model", model, "--param", "max_new_tokens=12"]
+    assert main([*common, "--param", "return_full_text=false", "--json"]) == 0
+    expected = json.loads(capsys.readouterr().out)[0]["generated_text"]
+    assert main([*common, "--param", "stream=true"]) == 0
+    assert capsys.readouterr().out == expected + "\n"
