@@ -38,6 +38,16 @@ class ModelSource:
     allow_pickle: bool = False
     options: dict[str, Any] = field(default_factory=dict)
 
+    def from_pretrained_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for transformers' `from_pretrained` that apply taskhub's safety defaults:
+        safetensors only unless `allow_pickle`, remote code only if `trust_remote_code`, the dtype asked for."""
+        kwargs: dict[str, Any] = {"trust_remote_code": self.trust_remote_code}
+        if not self.allow_pickle:
+            kwargs["use_safetensors"] = True
+        if self.dtype is not None:
+            kwargs["dtype"] = self.dtype
+        return kwargs
+
 
 def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
     """`"bfloat16"`, `"bf16"`, a torch.dtype or None (the model's own)."""
