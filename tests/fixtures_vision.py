@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -33,12 +35,18 @@ from transformers import (
     ViTModel,
 )
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
-from transformers.models.convnext.image_processing_pil_convnext import ConvNextImageProcessorPil
+from transformers.models.convnext.image_processing_pil_convnext import (
+    ConvNextImageProcessorPil,
+)
 from transformers.models.detr.image_processing_pil_detr import DetrImageProcessorPil
 from transformers.models.dpt.image_processing_pil_dpt import DPTImageProcessorPil
 from transformers.models.glpn.image_processing_pil_glpn import GLPNImageProcessorPil
-from transformers.models.mask2former.image_processing_pil_mask2former import Mask2FormerImageProcessorPil
-from transformers.models.segformer.image_processing_pil_segformer import SegformerImageProcessorPil
+from transformers.models.mask2former.image_processing_pil_mask2former import (
+    Mask2FormerImageProcessorPil,
+)
+from transformers.models.segformer.image_processing_pil_segformer import (
+    SegformerImageProcessorPil,
+)
 from transformers.models.vit.image_processing_pil_vit import ViTImageProcessorPil
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples" / "images"
@@ -71,10 +79,20 @@ def _tiny_resnet() -> ResNetConfig:
 def vit_classifier(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     config = ViTConfig(
-        image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, **_labels(5),
+        image_size=32,
+        patch_size=8,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        **_labels(5),
     )
-    return _save(tmp_path_factory, "vit", ViTForImageClassification(config), ViTImageProcessorPil(size={"height": 32, "width": 32}))
+    return _save(
+        tmp_path_factory,
+        "vit",
+        ViTForImageClassification(config),
+        ViTImageProcessorPil(size={"height": 32, "width": 32}),
+    )
 
 
 @pytest.fixture(scope="session")
@@ -99,9 +117,16 @@ def convnext_classifier(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def detr_detector(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     config = DetrConfig(
-        backbone_config=_tiny_resnet(), d_model=32, encoder_layers=1, decoder_layers=1,
-        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
-        num_queries=12, **_labels(4),
+        backbone_config=_tiny_resnet(),
+        d_model=32,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        num_queries=12,
+        **_labels(4),
     )
     processor = DetrImageProcessorPil(size={"shortest_edge": 48, "longest_edge": 80})
     return _save(tmp_path_factory, "detr", DetrForObjectDetection(config), processor)
@@ -111,8 +136,16 @@ def detr_detector(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def segformer_segmenter(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     config = SegformerConfig(
-        num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1], hidden_sizes=[8, 16], patch_sizes=[7, 3],
-        strides=[4, 2], num_attention_heads=[1, 2], mlp_ratios=[2, 2], decoder_hidden_size=16, **_labels(4),
+        num_encoder_blocks=2,
+        depths=[1, 1],
+        sr_ratios=[2, 1],
+        hidden_sizes=[8, 16],
+        patch_sizes=[7, 3],
+        strides=[4, 2],
+        num_attention_heads=[1, 2],
+        mlp_ratios=[2, 2],
+        decoder_hidden_size=16,
+        **_labels(4),
     )
     processor = SegformerImageProcessorPil(size={"height": 32, "width": 32})
     return _save(tmp_path_factory, "segformer", SegformerForSemanticSegmentation(config), processor)
@@ -122,13 +155,27 @@ def segformer_segmenter(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def mask2former_segmenter(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     backbone = SwinConfig(
-        image_size=32, patch_size=4, embed_dim=8, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1], window_size=2,
+        image_size=32,
+        patch_size=4,
+        embed_dim=8,
+        depths=[1, 1, 1, 1],
+        num_heads=[1, 1, 1, 1],
+        window_size=2,
         out_features=["stage1", "stage2", "stage3", "stage4"],
     )
     config = Mask2FormerConfig(
-        backbone_config=backbone, hidden_dim=32, mask_feature_size=32, feature_size=32, num_queries=6,
-        encoder_layers=1, decoder_layers=2, dim_feedforward=64, num_attention_heads=2, encoder_feedforward_dim=64,
-        common_stride=4, **_labels(3),
+        backbone_config=backbone,
+        hidden_dim=32,
+        mask_feature_size=32,
+        feature_size=32,
+        num_queries=6,
+        encoder_layers=1,
+        decoder_layers=2,
+        dim_feedforward=64,
+        num_attention_heads=2,
+        encoder_feedforward_dim=64,
+        common_stride=4,
+        **_labels(3),
     )
     processor = Mask2FormerImageProcessorPil(size={"height": 64, "width": 64})
     return _save(tmp_path_factory, "mask2former", Mask2FormerForUniversalSegmentation(config), processor)
@@ -138,9 +185,16 @@ def mask2former_segmenter(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def dpt_depth(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     config = DPTConfig(
-        image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
-        intermediate_size=64, backbone_out_indices=[0, 1, 2, 3], neck_hidden_sizes=[8, 16, 16, 32],
-        fusion_hidden_size=16, head_in_index=-1,
+        image_size=32,
+        patch_size=8,
+        hidden_size=32,
+        num_hidden_layers=4,
+        num_attention_heads=2,
+        intermediate_size=64,
+        backbone_out_indices=[0, 1, 2, 3],
+        neck_hidden_sizes=[8, 16, 16, 32],
+        fusion_hidden_size=16,
+        head_in_index=-1,
     )
     processor = DPTImageProcessorPil(size={"height": 32, "width": 32}, keep_aspect_ratio=False)
     return _save(tmp_path_factory, "dpt", DPTForDepthEstimation(config), processor)
@@ -150,8 +204,16 @@ def dpt_depth(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def glpn_depth(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     config = GLPNConfig(
-        num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1], hidden_sizes=[8, 16], patch_sizes=[7, 3],
-        strides=[4, 2], num_attention_heads=[1, 2], mlp_ratios=[2, 2], decoder_hidden_size=16, head_hidden_size=8,
+        num_encoder_blocks=2,
+        depths=[1, 1],
+        sr_ratios=[2, 1],
+        hidden_sizes=[8, 16],
+        patch_sizes=[7, 3],
+        strides=[4, 2],
+        num_attention_heads=[1, 2],
+        mlp_ratios=[2, 2],
+        decoder_hidden_size=16,
+        head_hidden_size=8,
     )
     return _save(tmp_path_factory, "glpn", GLPNForDepthEstimation(config), GLPNImageProcessorPil(size_divisor=32))
 
@@ -161,12 +223,18 @@ def _clip_tokenizer(eos: str) -> PreTrainedTokenizerFast:
     tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
     corpus = [f"This is a photo of a {label}." for label in LABELS] + ["a picture of something", "an image"]
-    tokenizer.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=120, special_tokens=["<pad>", "<s>", eos, "<unk>"]))
+    tokenizer.train_from_iterator(
+        corpus, trainers.BpeTrainer(vocab_size=120, special_tokens=["<pad>", "<s>", eos, "<unk>"])
+    )
     tokenizer.post_processor = processors.TemplateProcessing(
         single=f"<s> $A {eos}", special_tokens=[("<s>", 1), (eos, 2)]
     )
     return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, pad_token="<pad>", bos_token="<s>", eos_token=eos, unk_token="<unk>",
+        tokenizer_object=tokenizer,
+        pad_token="<pad>",
+        bos_token="<s>",
+        eos_token=eos,
+        unk_token="<unk>",
         model_max_length=32,
     )
 
@@ -177,12 +245,22 @@ def clip_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tokenizer = _clip_tokenizer("</s>")
     config = CLIPConfig(
         text_config={
-            "vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-            "num_attention_heads": 2, "max_position_embeddings": 32, "pad_token_id": 0, "bos_token_id": 1,
+            "vocab_size": len(tokenizer),
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "max_position_embeddings": 32,
+            "pad_token_id": 0,
+            "bos_token_id": 1,
             "eos_token_id": 2,
         },
         vision_config={
-            "image_size": 32, "patch_size": 8, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+            "image_size": 32,
+            "patch_size": 8,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
             "num_attention_heads": 2,
         },
         projection_dim=16,
@@ -207,3 +285,13 @@ def exif_rotated_jpeg(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, n
     path = tmp_path_factory.mktemp("exif") / "sideways.jpg"
     stored.save(path, exif=exif, quality=100, subsampling=0)
     return path, upright
+
+
+def png_claiming(width: int, height: int, pixels: bytes = b"") -> bytes:
+    """A PNG whose header claims width x height, with `pixels` as its (possibly bogus) compressed data."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")

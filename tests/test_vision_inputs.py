@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import base64
 import io
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
-from fixtures_vision import SAMPLE_FILES, exif_rotated_jpeg, vit_classifier  # noqa: F401
+from fixtures_vision import (  # noqa: F401
+    SAMPLE_FILES,
+    exif_rotated_jpeg,
+    png_claiming,
+    vit_classifier,
+)
 from PIL import Image
+from taskhub_vision import load_image
+from taskhub_vision.images import load_images
 from transformers.image_utils import load_image as hf_load_image
 
 import taskhub
 from taskhub.errors import BadInputError
-from taskhub_vision import load_image
-from taskhub_vision.images import load_images
 
 
 def _pixels(image: Image.Image) -> np.ndarray:
@@ -63,18 +66,8 @@ def test_batch_decoding_on_the_pool_matches_one_by_one() -> None:
         np.testing.assert_array_equal(_pixels(image), _pixels(load_image(value)))
 
 
-def _chunk(kind: bytes, body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-
-def _png_header(width: int, height: int, pixels: bytes = b"") -> bytes:
-    """A PNG whose header claims width x height, with `pixels` as its (possibly bogus) image data."""
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", pixels) + _chunk(b"IEND", b"")
-
-
 def test_decompression_bomb_is_an_error() -> None:
-    huge = _png_header(100_000, 100_000)  # 10^10 pixels: over twice Pillow's limit
+    huge = png_claiming(100_000, 100_000)  # 10^10 pixels: over twice Pillow's limit
     with pytest.raises(BadInputError, match="bytes input 0 is too large to decode safely"):
         load_image(huge)
 
@@ -92,7 +85,7 @@ def test_corrupt_truncated_and_non_image_files(tmp_path: Path) -> None:
     truncated = tmp_path / "truncated.jpg"
     truncated.write_bytes(data[: len(data) // 3])
     corrupt = tmp_path / "corrupt.png"
-    corrupt.write_bytes(_png_header(8, 8, b"not zlib data" * 4))
+    corrupt.write_bytes(png_claiming(8, 8, b"not zlib data" * 4))
     text = tmp_path / "notes.txt"
     text.write_text("not an image")
     with pytest.raises(BadInputError, match=r"image file '.*truncated\.jpg' is corrupt or truncated"):

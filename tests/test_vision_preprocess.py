@@ -20,14 +20,14 @@ from fixtures_vision import (  # noqa: F401
     vit_classifier,
 )
 from PIL import Image
+from taskhub_vision import load_image
+from taskhub_vision.forward import batches
+from taskhub_vision.preprocess import DirectPath, preprocess
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 from transformers.models.vit.image_processing_pil_vit import ViTImageProcessorPil
 
 import taskhub
 from taskhub.registry import NoParams
-from taskhub_vision import load_image
-from taskhub_vision.forward import batches
-from taskhub_vision.preprocess import DirectPath, preprocess
 
 TASK_OF = {
     "vit_classifier": ("image-classification", True),
@@ -44,7 +44,9 @@ TASK_OF = {
 def _random_images() -> list[Image.Image]:
     """Odd sizes and aspect ratios, portrait and landscape, smaller and larger than the model input."""
     rng = np.random.default_rng(1)
-    return [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in [(37, 45), (301, 97), (640, 480)]]
+    return [
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in [(37, 45), (301, 97), (640, 480)]
+    ]
 
 
 @pytest.mark.parametrize("fixture", list(TASK_OF))

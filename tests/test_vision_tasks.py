@@ -24,12 +24,12 @@ from fixtures_vision import (  # noqa: F401
     vit_encoder,
 )
 from PIL import Image
+from taskhub_vision import png_uri_to_image, rle_to_mask
 from transformers import AutoTokenizer
 from transformers import pipeline as hf_pipeline
 
 import taskhub
 from taskhub.errors import ParamError
-from taskhub_vision import png_uri_to_image, rle_to_mask
 
 IMAGES = [str(p) for p in SAMPLE_FILES]
 TOL = 1e-5
@@ -71,7 +71,9 @@ def test_object_detection(detr_detector: Path) -> None:  # noqa: F811
     hf, ours = _hf("object-detection", detr_detector), taskhub.pipeline("object-detection", str(detr_detector))
     for threshold in (0.0, 0.21, 0.5):
         expected = hf(IMAGES, threshold=threshold)
-        got = ours(IMAGES, threshold=threshold, batch_size=1)  # DETR results depend on padding: one image per batch like HF
+        got = ours(
+            IMAGES, threshold=threshold, batch_size=1
+        )  # DETR results depend on padding: one image per batch like HF
         assert_same(got, expected, f"threshold={threshold}")
     assert len(got[0]) == 0 and len(ours(IMAGES[0], threshold=0.0)) == 12  # 12 queries, none scores above 0.5
     box = ours(IMAGES[0], threshold=0.0)[0]["box"]
@@ -83,7 +85,10 @@ def _masks_as_pil(result: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def test_semantic_segmentation_masks_equal_hf(segformer_segmenter: Path) -> None:  # noqa: F811
-    hf, ours = _hf("image-segmentation", segformer_segmenter), taskhub.pipeline("image-segmentation", str(segformer_segmenter))
+    hf, ours = (
+        _hf("image-segmentation", segformer_segmenter),
+        taskhub.pipeline("image-segmentation", str(segformer_segmenter)),
+    )
     expected = hf(IMAGES)
     rle = ours(IMAGES, batch_size=2)
     assert_same([_masks_as_pil(r) for r in rle], expected)
@@ -94,11 +99,18 @@ def test_semantic_segmentation_masks_equal_hf(segformer_segmenter: Path) -> None
 
 @pytest.mark.parametrize(
     "params",
-    [{"threshold": 0.0, "subtask": "instance"}, {"threshold": 0.0, "mask_threshold": 0.0, "overlap_mask_area_threshold": 0.0}, {"subtask": "semantic"}],
+    [
+        {"threshold": 0.0, "subtask": "instance"},
+        {"threshold": 0.0, "mask_threshold": 0.0, "overlap_mask_area_threshold": 0.0},
+        {"subtask": "semantic"},
+    ],
     ids=["instance", "panoptic", "semantic"],
 )
 def test_mask2former_segmentation_equals_hf(mask2former_segmenter: Path, params: dict[str, Any]) -> None:  # noqa: F811
-    hf, ours = _hf("image-segmentation", mask2former_segmenter), taskhub.pipeline("image-segmentation", str(mask2former_segmenter))
+    hf, ours = (
+        _hf("image-segmentation", mask2former_segmenter),
+        taskhub.pipeline("image-segmentation", str(mask2former_segmenter)),
+    )
     expected = hf(IMAGES, **params)
     assert sum(len(r) for r in expected) > 0
     assert_same([_masks_as_pil(r) for r in ours(IMAGES, **params)], expected, str(params))

@@ -7,8 +7,9 @@ import binascii
 import io
 import os
 import warnings
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -40,7 +41,9 @@ def describe(value: Any, index: int) -> str:
     """How an error names an input: its path when it has one, else its kind and position."""
     if isinstance(value, (str, os.PathLike)) and not str(value).startswith(DATA_URI_PREFIX):
         return f"image file {os.fspath(value)!r}"
-    kind = {bytes: "bytes", bytearray: "bytes", memoryview: "bytes", str: "data URI", np.ndarray: "array"}.get(type(value))
+    kind = {bytes: "bytes", bytearray: "bytes", memoryview: "bytes", str: "data URI", np.ndarray: "array"}.get(
+        type(value)
+    )
     if isinstance(value, Image.Image):
         kind = "PIL image"
     return f"{kind or type(value).__name__} input {index}"

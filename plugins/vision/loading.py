@@ -7,7 +7,13 @@ from typing import Any
 
 import torch
 import transformers
-from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoConfig,
+    AutoImageProcessor,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 from transformers.image_processing_utils import BaseImageProcessor
 from transformers.models.auto import modeling_auto
 

@@ -52,7 +52,9 @@ def _score_function(config: Any, requested: str | None) -> str:
 def classification_output(items: list[ImageOutput], params: ClassificationParams, ctx: StageContext) -> list[Any]:
     """Stage `vision.classification_output`: [{"label", "score"}] best first."""
     config = ctx.model.model.config
-    apply = {"softmax": _softmax, "sigmoid": _sigmoid, "none": lambda x: x}[_score_function(config, params.function_to_apply)]
+    apply = {"softmax": _softmax, "sigmoid": _sigmoid, "none": lambda x: x}[
+        _score_function(config, params.function_to_apply)
+    ]
     top_k = min(params.top_k, config.num_labels)
     results = []
     for item in items:
@@ -127,7 +129,11 @@ def _segments(item: ImageOutput, params: SegmentationParams, vision: VisionModel
         )[0]
         segmentation = found["segmentation"].numpy()
         return [
-            {"score": seg["score"], "label": config.id2label[seg["label_id"]], "mask": encode(segmentation == seg["id"])}
+            {
+                "score": seg["score"],
+                "label": config.id2label[seg["label_id"]],
+                "mask": encode(segmentation == seg["id"]),
+            }
             for seg in found["segments_info"]
         ]
     if params.subtask in ("semantic", None) and hasattr(processor, "post_process_semantic_segmentation"):
@@ -171,7 +177,9 @@ def depth_output(items: list[ImageOutput], params: DepthParams, ctx: StageContex
                 "max": float(values.max()),
                 "mean": float(values.mean()),
             }
-        results.append({"predicted_depth": predicted, "depth": image_to_png_uri(image) if params.depth_format == "png" else image})
+        results.append(
+            {"predicted_depth": predicted, "depth": image_to_png_uri(image) if params.depth_format == "png" else image}
+        )
     return results
 
 
