@@ -6,10 +6,13 @@ import importlib.util
 import os
 import sys
 import time
+from array import array
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from ..errors import BadInputError, ManifestError, ParamError, TaskhubError, UnknownTaskError
 from ..manifest import JobManifest, _node_at, load_job_manifest, read_yaml
@@ -112,25 +115,24 @@ def _plan(job: JobManifest, src: _Source) -> _Plan:
 def _scan(plan: _Plan, src: _Source, done: set[str]) -> tuple[int, int]:
     """(items, items already done) in one streaming pass; duplicate ids are an error.
 
-    Only a 64-bit hash per id is kept; a repeated hash is confirmed (or found to be a
-    collision) by a second pass that looks at those ids alone.
+    Only a 64-bit hash per id is kept (8 bytes, 16 while sorting); a repeated hash is
+    confirmed, or found to be a mere collision, by a second pass over those ids alone.
     """
-    seen: set[int] = set()
-    repeated: set[int] = set()
-    total = skipped = 0
+    hashes = array("q")
+    skipped = 0
     try:
         for item in plan.reader(plan.location, plan.job.inputs):
-            h = hash(item.key)
-            (repeated if h in seen else seen).add(h)
-            total += 1
+            hashes.append(hash(item.key))
             skipped += item.key in done
+        ordered = np.sort(np.frombuffer(hashes, dtype=np.int64))
+        repeated = set(ordered[1:][ordered[1:] == ordered[:-1]].tolist())
         if repeated:
             _check_duplicates(plan, repeated)
     except OSError as exc:
         raise src.error(("inputs", plan.job.inputs.kind), f"cannot read {plan.location}: {exc.strerror or exc}") from None
-    if total == 0 and plan.job.inputs.kind == "files":
+    if not hashes and plan.job.inputs.kind == "files":
         raise src.error(("inputs", "files"), f"{plan.location} matches no files")
-    return total, skipped
+    return len(hashes), skipped
 
 
 def _check_duplicates(plan: _Plan, repeated: set[int]) -> None:

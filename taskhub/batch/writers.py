@@ -16,7 +16,8 @@ class BatchWriter(Protocol):
     """What `register_batch_writers` registers (a class, constructed with the output path).
 
     `write` must leave the records durable, or at worst lose whole records that a resumed
-    run then redoes: a record that `completed_ids` reports is never written again.
+    run then redoes: a record that `completed_ids` reports is never written again. `write`
+    runs on a writer thread (one call at a time), overlapping the next batch's compute.
     """
 
     def __init__(self, path: Path) -> None: ...
