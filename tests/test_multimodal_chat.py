@@ -11,7 +11,12 @@ import pytest
 import torch
 import transformers
 import yaml
+from fixtures_decoding import EOS, PAD
 from fixtures_multimodal import image_paths, multimodal_models  # noqa: F401
+from taskhub_textgen.backend import PromptBatch
+from taskhub_textgen.config import GenerationConfig
+from taskhub_textgen.generate import generate
+from taskhub_textgen.hf_backend import HFBackend
 from transformers.image_utils import load_image as hf_load_image
 
 import taskhub
@@ -100,6 +105,24 @@ def test_prompt_ids_and_pixels_equal_the_processors(llava: Path, image_paths: li
     assert prompt.input_ids == want["input_ids"][0].tolist()
     assert prompt.input_ids.count(processor.image_token_id) == 2 * 16  # (32 / 8)^2 patches per image
     torch.testing.assert_close(prompt.image_inputs["pixel_values"], want["pixel_values"], atol=0, rtol=0)
+
+
+def test_hf_backend_passes_a_vlms_processor_outputs_to_its_forward(llava: Path, image_paths: list[Path]) -> None:  # noqa: F811
+    """Decoder-only HFBackend: batch.encoder_inputs reach the model as they are (pixel_values at prefill)."""
+    processor = transformers.AutoProcessor.from_pretrained(llava)
+    model = transformers.LlavaForConditionalGeneration.from_pretrained(llava).eval()
+    prompts = ["<image>\nWhat is in this picture?", "<image>\nColour?"]
+    images = [hf_load_image(str(p)) for p in image_paths[:2]]
+    processor.tokenizer.padding_side = "left"
+    encoded = processor(text=prompts, images=images, padding=True, return_tensors="pt")
+    unpadded = [ids[mask.bool()].tolist() for ids, mask in zip(encoded["input_ids"], encoded["attention_mask"])]
+    batch = PromptBatch.left_padded(unpadded, PAD, model.device, {"pixel_values": encoded["pixel_values"]})
+    config = GenerationConfig(max_new_tokens=6, min_new_tokens=6, eos_token_id=EOS)
+    got = [g.token_ids for (g,) in generate(HFBackend(model), batch, config)]
+    want = model.generate(**encoded, max_new_tokens=6, min_new_tokens=6, do_sample=False, eos_token_id=EOS, pad_token_id=PAD)
+    assert got == want[:, encoded["input_ids"].shape[1] :].tolist()
+    swapped = PromptBatch.left_padded(unpadded, PAD, model.device, {"pixel_values": encoded["pixel_values"].flip(0)})
+    assert [g.token_ids for (g,) in generate(HFBackend(model), swapped, config)] != got  # the pixels are read
 
 
 def test_bad_inputs_and_models(multimodal_models: dict[str, Path], image_paths: list[Path], tmp_path: Path) -> None:  # noqa: F811

@@ -7,7 +7,7 @@ from typing import Any, Literal
 import torch
 from pydantic import Field
 from taskhub_textgen.backend import PromptBatch
-from taskhub_textgen.config import GenerationConfig
+from taskhub_textgen.config import GenerationConfig, with_model_defaults
 from taskhub_textgen.generate import generate
 from taskhub_textgen.hf_backend import HFBackend
 from transformers.models.whisper.tokenization_whisper import TO_LANGUAGE_CODE
@@ -16,9 +16,6 @@ from taskhub.errors import ParamError
 
 from .features import Features
 from .loading import AudioModel
-
-# generation_config fields Whisper checkpoints set, used unless the caller sets them
-MODEL_DEFAULTS = ("eos_token_id", "pad_token_id", "suppress_tokens", "begin_suppress_tokens")
 
 
 class WhisperParams(GenerationConfig):
@@ -74,15 +71,11 @@ def prompts(backend: HFBackend, features: torch.Tensor, generation_config: Any, 
 
 
 def decoding_config(audio_model: AudioModel, params: WhisperParams, prompt_len: int) -> GenerationConfig:
-    """The caller's controls, with the model's EOS / pad / suppressed tokens where the caller set none."""
-    values = params.model_dump(exclude={"language", "whisper_task"})
-    generation_config = audio_model.model.generation_config
-    for name in MODEL_DEFAULTS:
-        if name not in params.model_fields_set and getattr(generation_config, name, None) is not None:
-            values[name] = getattr(generation_config, name)
+    """The caller's controls over the checkpoint's (EOS, pad, suppressed tokens, ...), with at most
+    as many new tokens as the decoder has positions left after the prompt."""
+    config = with_model_defaults(params, audio_model.model.generation_config, prompt_len)
     room = audio_model.model.config.max_target_positions - prompt_len
-    values["max_new_tokens"] = min(params.max_new_tokens, room)
-    return GenerationConfig.model_validate(values)
+    return config.model_copy(update={"max_new_tokens": min(params.max_new_tokens, room)})
 
 
 def transcribe(audio_model: AudioModel, chunks: list[Features], params: WhisperParams, device: str) -> list[list[int]]:

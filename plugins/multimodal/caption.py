@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
-from taskhub_textgen.config import GenerationConfig
+from taskhub_textgen.config import GenerationConfig, with_model_defaults
 from taskhub_textgen.generate import Generation, finish_text
 from taskhub_textgen.stopping import cut_at_stop
 from taskhub_vision.images import map_in_threads
@@ -18,7 +18,7 @@ from taskhub import StageContext
 from taskhub.errors import ParamError
 from taskhub.registry import NoParams
 
-from .decoding import decoding_config, generate_for_prompts, group_by
+from .decoding import generate_for_prompts, group_by
 from .loading import MultimodalModel
 
 
@@ -86,7 +86,7 @@ def generate_captions(items: list[CaptionInput], params: GenerationConfig, ctx: 
     keys = [(tuple(item.pixel_values.shape), tuple(item.prompt_ids)) for item in items]
     for group in group_by(keys):
         chosen = [items[i] for i in group]
-        config = decoding_config(params, mm.model.generation_config, len(chosen[0].prompt_ids), forced_ids(mm))
+        config = with_model_defaults(params, mm.model.generation_config, len(chosen[0].prompt_ids), forced_ids(mm))
         pixels = torch.stack([item.pixel_values for item in chosen])  # [B, C, H, W]
         results = generate_for_prompts(mm, [item.prompt_ids for item in chosen], {"pixel_values": pixels}, config)
         for i, item, generations in zip(group, chosen, results):

@@ -7,12 +7,12 @@ from typing import Any
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
-from taskhub_textgen.config import GenerationConfig
+from taskhub_textgen.config import GenerationConfig, with_model_defaults
 
 from taskhub import StageContext
 from taskhub.errors import ParamError
 
-from .decoding import decoding_config, generate_for_prompts, group_by
+from .decoding import generate_for_prompts, group_by
 from .loading import MultimodalModel
 from .prompts import ChatPrompt, build_prompt, decode_images, parse
 
@@ -59,7 +59,7 @@ def generate_chat(items: list[ChatPrompt], params: GenerationConfig, ctx: StageC
     for group in group_by(keys):
         chosen = [items[i] for i in group]
         prompt_len = max(len(item) for item in chosen)
-        config = decoding_config(params, mm.model.generation_config, prompt_len)
+        config = with_model_defaults(params, mm.model.generation_config, prompt_len)
         inputs = {key: torch.stack([item.image_inputs[key] for item in chosen]) for key in chosen[0].image_inputs}
         results = generate_for_prompts(mm, [item.input_ids for item in chosen], inputs, config)
         for i, item, generations in zip(group, chosen, results):

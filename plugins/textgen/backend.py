@@ -12,7 +12,8 @@ import torch
 class PromptBatch:
     """A batch of prompts ready for a backend.
 
-    Decoder-only models: `input_ids` are the left-padded prompts.
+    Decoder-only models: `input_ids` are the left-padded prompts; `encoder_inputs`, if any,
+    are extra forward inputs (a VLM's pixel_values, image_sizes, ...).
     Encoder-decoder models: `input_ids` are the decoder start ids and `encoder_inputs`
     holds what the encoder takes (input_ids/attention_mask, pixel_values, input_features).
     """
@@ -21,7 +22,24 @@ class PromptBatch:
     attention_mask: torch.Tensor  # [B, T] int64, 1 = real token, 0 = padding
     encoder_inputs: dict[str, torch.Tensor] = field(default_factory=dict)
 
-    def repeat_interleave(self, n: int) -> "PromptBatch":
+    @classmethod
+    def left_padded(
+        cls,
+        prompts: list[list[int]],
+        pad_id: int,
+        device: torch.device,
+        encoder_inputs: dict[str, torch.Tensor] | None = None,
+    ) -> PromptBatch:
+        """Decoder prompts (token ids), left-padded with `pad_id` into one batch on `device`."""
+        width = max(len(p) for p in prompts)
+        ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for row, prompt in enumerate(prompts):
+            ids[row, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
+            mask[row, width - len(prompt) :] = 1
+        return cls(ids.to(device), mask.to(device), dict(encoder_inputs or {}))
+
+    def repeat_interleave(self, n: int) -> PromptBatch:
         """Each row n times in a row (beam search, num_return_sequences)."""
         if n == 1:
             return self

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from taskhub.errors import ParamError
 
 
 class GenerationConfig(BaseModel):
@@ -88,8 +90,11 @@ def with_model_defaults(
     checkpoint's generation_config.json value, as model.generate() merges them.
 
     `params` may be a subclass (a stage's params); only GenerationConfig fields are read.
+    `task_defaults` also carries what a model's own generate() passes regardless of its
+    generation_config (e.g. BLIP's [SEP] as EOS, a target-language forced_bos_token_id).
     The checkpoint's `max_length` / `min_length` count the (decoder) prompt, so they become
-    max_new_tokens / min_new_tokens minus `prompt_len`.
+    max_new_tokens / min_new_tokens minus `prompt_len`. A combination that does not validate
+    is a ParamError.
     """
     given = params.model_fields_set
     from_model = model_defaults.to_diff_dict() if model_defaults is not None else {}
@@ -100,4 +105,10 @@ def with_model_defaults(
         values["max_new_tokens"] = max(int(defaults["max_length"]) - prompt_len, 1)
     if "min_new_tokens" not in given and "min_new_tokens" not in defaults and defaults.get("min_length"):
         values["min_new_tokens"] = max(int(defaults["min_length"]) - prompt_len, 0)
-    return GenerationConfig.model_validate(values)
+    try:
+        return GenerationConfig.model_validate(values)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ParamError(
+            f"Invalid generation settings (call params + the model's generation_config): {problems}"
+        ) from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -10,18 +11,28 @@ from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
 from .backend import PromptBatch
 
+ExtraInputs = Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
+
 
 class HFBackend:
     """Runs a transformers model's own forward and KV cache, the way `model.generate()` feeds it.
 
     Decoder-only: position ids come from the attention mask and an all-ones mask is dropped,
-    as in generate(). Encoder-decoder (BART, T5, Marian, Whisper, VisionEncoderDecoder, ...):
+    as in generate(). `batch.encoder_inputs` (a VLM's pixel_values, image_sizes, ...) are
+    extra forward kwargs, passed at every step through the model's
+    `prepare_inputs_for_generation` as generate() passes its model_kwargs: the model keeps
+    what it reads every step and drops what it reads only on the first forward.
+    Encoder-decoder (BART, T5, Marian, Whisper, VisionEncoderDecoder, ...):
     `batch.encoder_inputs` go to `model.get_encoder()` once; the decoder then runs from
     `batch.input_ids` (the decoder start ids) with an EncoderDecoderCache.
     """
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: Any, extra_inputs: ExtraInputs | None = None) -> None:
+        """`extra_inputs` (decoder-only models): turns `batch.encoder_inputs` into the extra forward
+        kwargs once, at prefill, under inference mode (e.g. flatten per-prompt image stacks, or
+        embed images a text decoder cross-attends to). Default: the encoder inputs as they are."""
         self.model = model.eval()
+        self.extra_inputs = extra_inputs
         self.is_encoder_decoder = bool(model.config.is_encoder_decoder)
         self.vocab_size = int(model.config.get_text_config(decoder=True).vocab_size)
         params = inspect.signature(model.forward).parameters
@@ -72,6 +83,9 @@ class HFBackend:
                 kwargs["position_ids"] = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
             if not bool(mask.all()):
                 kwargs["attention_mask"] = mask
+            if batch.encoder_inputs:
+                extra = self.extra_inputs
+                kwargs.update(batch.encoder_inputs if extra is None else extra(batch.encoder_inputs))
         self._kwargs = kwargs
         return self._forward(batch.input_ids, first=True)
 

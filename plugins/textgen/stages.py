@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from taskhub import StageContext
 from taskhub.errors import ParamError
@@ -36,27 +35,10 @@ def request_config(
     params: GenerationConfig, model: TextGenModel, prompt_len: int, task_defaults: dict[str, Any] | None = None
 ) -> GenerationConfig:
     """The caller's controls over the task's and the checkpoint's defaults, with a pad id to fill finished rows."""
-    try:
-        config = with_model_defaults(params, model.generation_config, prompt_len, task_defaults)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ParamError(
-            f"Invalid generation settings (call params + the model's generation_config): {problems}"
-        ) from None
+    config = with_model_defaults(params, model.generation_config, prompt_len, task_defaults)
     if config.pad_token_id is None:
         config = config.model_copy(update={"pad_token_id": model.pad_token_id})
     return config
-
-
-def left_padded(prompts: list[list[int]], pad_id: int, device: torch.device) -> PromptBatch:
-    """Decoder-only prompts, left-padded with `pad_id` into one batch."""
-    width = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for row, prompt in enumerate(prompts):
-        ids[row, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
-        mask[row, width - len(prompt) :] = 1
-    return PromptBatch(ids.to(device), mask.to(device))
 
 
 def generate_text(items: list[Prompt], params: TextGenerationParams, ctx: StageContext) -> list[Any]:
@@ -66,7 +48,7 @@ def generate_text(items: list[Prompt], params: TextGenerationParams, ctx: StageC
         raise ParamError(
             "text-generation needs a decoder-only model; use text2text-generation for encoder-decoder models."
         )
-    batch = left_padded([p.ids for p in items], model.pad_token_id, model.device)
+    batch = PromptBatch.left_padded([p.ids for p in items], model.pad_token_id, model.device)
     config = request_config(params, model, batch.input_ids.shape[1])
     if params.stream:
         if config.num_return_sequences != 1:
