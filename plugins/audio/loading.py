@@ -44,17 +44,8 @@ class AudioModel:
         return int(getattr(self.model.config, "inputs_to_logits_ratio", 1))
 
 
-def _model_kwargs(source: ModelSource) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {"trust_remote_code": source.trust_remote_code}
-    if not source.allow_pickle:
-        kwargs["use_safetensors"] = True
-    if source.dtype is not None:
-        kwargs["dtype"] = source.dtype
-    return kwargs
-
-
 def _load(auto_class: Any, source: ModelSource) -> PreTrainedModel:
-    return auto_class.from_pretrained(source.path, **_model_kwargs(source)).to(source.device).eval()
+    return auto_class.from_pretrained(source.path, **source.from_pretrained_kwargs()).to(source.device).eval()
 
 
 def _feature_extractor(source: ModelSource) -> Any:

@@ -63,10 +63,6 @@ def load_multimodal_model(source: ModelSource) -> MultimodalModel:
         processor = None
         image_processor = AutoImageProcessor.from_pretrained(source.path, backend="pil", trust_remote_code=remote)
         tokenizer = AutoTokenizer.from_pretrained(source.path, trust_remote_code=remote)
-    kwargs: dict[str, Any] = {"trust_remote_code": remote}
-    if not source.allow_pickle:
-        kwargs["use_safetensors"] = True
-    if source.dtype is not None:
-        kwargs["dtype"] = source.dtype
-    model = AutoModelForImageTextToText.from_pretrained(source.path, **kwargs).to(source.device).eval()
+    model = AutoModelForImageTextToText.from_pretrained(source.path, **source.from_pretrained_kwargs())
+    model = model.to(source.device).eval()
     return MultimodalModel(model, tokenizer, image_processor, processor)

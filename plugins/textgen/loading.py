@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from collections.abc import Callable
 
 import torch
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer, PreTrainedTokenizerBase
@@ -100,12 +100,7 @@ def load_generative_lm(source: ModelSource) -> TextGenModel:
         native = True
     else:
         auto: Any = AutoModelForSeq2SeqLM if config.get("is_encoder_decoder") else AutoModelForCausalLM
-        kwargs: dict[str, Any] = {"trust_remote_code": source.trust_remote_code}
-        if not source.allow_pickle:
-            kwargs["use_safetensors"] = True
-        if source.dtype is not None:
-            kwargs["dtype"] = source.dtype
-        model = auto.from_pretrained(path, **kwargs).to(device).eval()
+        model = auto.from_pretrained(path, **source.from_pretrained_kwargs()).to(device).eval()
         make = lambda: HFBackend(model)
         native = False
     return TextGenModel(make, tokenizer, config, _generation_config(path, config), device, native)
