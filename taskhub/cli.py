@@ -125,7 +125,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
         dry_run=args.dry_run,
     )
     print(json.dumps(summary, indent=2, default=str))
-    return 1 if summary.get("failed") and summary.get("stopped_on_error") else 0
+    return 1 if summary.get("stopped") in ("error", "interrupted") else 0
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -56,13 +56,18 @@ def register_local_models(register: Callable[..., None]) -> None:
 def register_batch_readers(register: Callable[..., None]) -> None:
     """Register batch input readers: ``register(kind, reader)``.
 
-    ``kind`` is the key used under ``inputs:`` in a job manifest (``files``, ``jsonl``, ``csv``).
+    ``kind`` is the key used under ``inputs:`` in a job manifest (``files``, ``jsonl``, ``csv``),
+    or the name a job gives as ``inputs: {reader: KIND, path: ...}``. ``reader`` follows the
+    ``BatchReader`` protocol in ``taskhub/batch/readers.py``.
     """
 
 
 @hookspec
 def register_batch_writers(register: Callable[..., None]) -> None:
-    """Register batch output writers: ``register(suffix, writer)`` for an output file suffix (``.jsonl``)."""
+    """Register batch output writers: ``register(suffix, writer)`` for an output file suffix (``.jsonl``).
+
+    ``writer`` follows the ``BatchWriter`` protocol in ``taskhub/batch/writers.py``.
+    """
 
 
 def _spec_names() -> list[str]:
