@@ -5,8 +5,9 @@ are embedded with the packaged all-MiniLM-L6-v2, fp32 on CPU, batch size 32, by
 
 - taskhub:                `pipeline("feature-extraction")` (mean pooling, L2-normalised)
 - sentence-transformers:  `SentenceTransformer.encode(batch_size=32)`
-- transformers:           `pipeline("feature-extraction", batch_size=32)`, then the same mean pooling and
-                          normalisation of the token vectors it returns
+- transformers pipeline:  `pipeline("feature-extraction", batch_size=32)`, then the same mean pooling and
+                          normalisation of the token vectors it returns (the target's anchor)
+- transformers (tensors): the same with return_tensors=True, which skips the pipeline's nested lists
 
 in turns (taskhub, sentence-transformers, transformers, repeated --repeats times, each after one
 warm-up call), so load from other processes hits all of them alike. Each contender's best run counts.

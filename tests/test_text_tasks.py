@@ -128,3 +128,25 @@ def test_feature_extraction_token_vectors_equal_transformers(text_models: dict[s
         assert torch.allclose(torch.tensor(pooled), expected, atol=1e-5)
     for cls, theirs_one in zip(pipe(TEXTS, pooling="cls", normalize=False), theirs):
         assert torch.allclose(torch.tensor(cls), torch.tensor(theirs_one[0][0]), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "task",
+    [
+        "feature-extraction",
+        "sentence-similarity",
+        "text-classification",
+        "token-classification",
+        "zero-shot-classification",
+        "fill-mask",
+        "question-answering",
+    ],
+)
+def test_each_call_param_belongs_to_one_stage(task: str) -> None:
+    registry = taskhub.get_registry()
+    entry, _ = registry.task(task)
+    assert entry.plugin == "text"
+    names = [
+        name for ref in entry.manifest.stage_refs() for name in registry.stages.get(ref.stage).params_model.model_fields
+    ]
+    assert len(names) == len(set(names)), names

@@ -58,13 +58,11 @@ class PoolParams(BaseModel):
 def pool(items: list[TokenStates], params: PoolParams, ctx: StageContext) -> list[Any]:
     """Mean or CLS pooling to one vector (or token vectors with "none"), L2-normalised if asked."""
     normalize = params.pooling != "none" if params.normalize is None else params.normalize
-    results = []
-    for item in items:
-        vectors = pool_one(item.hidden, params.pooling)
-        if normalize:
-            vectors = torch.nn.functional.normalize(vectors, p=2, dim=-1)
-        results.append(vectors.tolist())
-    return results
+    vectors = [pool_one(item.hidden, params.pooling) for item in items]
+    if params.pooling != "none":  # one [B, H] tensor: normalise and convert the batch at once
+        pooled = torch.stack(vectors)
+        return (torch.nn.functional.normalize(pooled, p=2, dim=-1) if normalize else pooled).tolist()
+    return [(torch.nn.functional.normalize(v, p=2, dim=-1) if normalize else v).tolist() for v in vectors]
 
 
 def embed(rows: list[Encoded], ctx: StageContext, pooling: Pooling, chunk_size: int = 32) -> torch.Tensor:
