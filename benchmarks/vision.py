@@ -4,8 +4,8 @@
 
 A ViT-base-shaped model (random weights, real shapes: 86M parameters, 224x224, 1000 labels) and
 its ViT image processor (PIL backend) are saved to a temp folder; `--images` JPEGs of varied
-sizes are cut from the sample photos. Both pipelines get the same list of paths and batch size,
-after one warm-up batch each. Reported: images/s end to end, the ratio, and where the time goes
+sizes are cut from the sample photos. Both pipelines get the same paths and batch size, after
+one warm-up batch each, in 4 alternating slices of 64 (machine load drifts hit both alike). Reported: images/s end to end, the ratio, and where the time goes
 (the input path, decode + preprocess, alone for both, best of 3 alternating rounds; the model
 forward alone), plus the largest pixel_values difference between taskhub's preprocessing and
 the HF processor, and the agreement of the results.
@@ -72,6 +72,27 @@ def timed(func: Any) -> tuple[Any, float]:
     start = time.perf_counter()
     result = func()
     return result, time.perf_counter() - start
+
+
+def compare_end_to_end(hf: Any, ours: Any, paths: list[str], batch_size: int, rounds: int = 4) -> tuple[Any, ...]:
+    """Both pipelines over all `paths`, in `rounds` alternating slices (which side goes first
+    alternates too), so a change in machine load during the run hits both alike."""
+    hf_results: list[Any] = []
+    our_results: list[Any] = []
+    hf_seconds = our_seconds = 0.0
+    step = -(-len(paths) // rounds)
+    for r, start in enumerate(range(0, len(paths), step)):
+        part = paths[start : start + step]
+        runs = [("hf", hf), ("ours", ours)] if r % 2 == 0 else [("ours", ours), ("hf", hf)]
+        for name, pipe in runs:
+            results, seconds = timed(lambda pipe=pipe, part=part: pipe(part, batch_size=batch_size))
+            if name == "hf":
+                hf_results += results
+                hf_seconds += seconds
+            else:
+                our_results += results
+                our_seconds += seconds
+    return hf_results, our_results, hf_seconds, our_seconds
 
 
 def input_path_seconds(
@@ -166,8 +187,7 @@ def main() -> int:
         hf(warm, batch_size=args.batch_size)
         ours(warm, batch_size=args.batch_size)
 
-        hf_results, hf_seconds = timed(lambda: hf(paths, batch_size=args.batch_size))
-        our_results, our_seconds = timed(lambda: ours(paths, batch_size=args.batch_size))
+        hf_results, our_results, hf_seconds, our_seconds = compare_end_to_end(hf, ours, paths, args.batch_size)
 
         inputs = input_path_seconds(paths, processor, ours, args.batch_size)
         forward = forward_images_per_s(ours.model.model, args.batch_size, args.device)
