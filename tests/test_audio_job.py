@@ -7,7 +7,6 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import pytest
 import soundfile as sf
 import yaml
 from fixtures_audio import SAMPLES, SPEECH, ctc_model, vits_model  # noqa: F401
