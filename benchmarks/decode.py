@@ -15,9 +15,10 @@ The bandwidth bound assumes every decode step streams all weights the step reads
 embedding table only when it doubles as the output head) at the measured copy bandwidth
 (bytes read + written per second of a large tensor copy, as STREAM counts it).
 
-Extras (native only): bf16 weights, weight-only int8 (per-channel, bf16 activations).
+Extras (native only): bf16 weights, weight-only int8 (per-channel, bf16 activations), and
+with --compile the fp32 model under torch.compile (compile time reported apart).
 
-    python benchmarks/decode.py [--repeats 3] [--new-tokens 128] [--batches 1 8] [--no-extras]
+    python benchmarks/decode.py [--repeats 3] [--new-tokens 128] [--batches 1 8] [--no-extras] [--compile]
 """
 
 from __future__ import annotations
@@ -200,6 +201,8 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--no-extras", action="store_true", help="skip the bf16 and int8 native runs")
+    parser.add_argument("--compile", action="store_true",
+                        help="add the fp32 native model under torch.compile (compiles for minutes)")
     args = parser.parse_args()
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
@@ -223,10 +226,18 @@ def main() -> None:
                 int8 = NativeBackend(quantize_int8(NativeBackend.from_pretrained(path, dtype=torch.bfloat16).model))
                 engines["taskhub bf16 (extra)"] = (lambda ids: run_native(bf16, ids, new), bf16.model)
                 engines["taskhub int8 (extra)"] = (lambda ids: run_native(int8, ids, new), int8.model)
+            if args.compile:
+                compiled = compiled_backend(path)
+                engines["taskhub fp32 compiled"] = (lambda ids: run_native(compiled, ids, new), compiled.model)
             for batch in args.batches:
                 ids = torch.randint(1, 1000, (batch, args.prompt_tokens))
                 print(f"\n{model_name}  batch {batch}  prompt {args.prompt_tokens}  new {new}  "
                       f"(best of {args.repeats})", flush=True)
+                if args.compile:
+                    start = time.perf_counter()
+                    run_native(compiled, ids, new)
+                    print(f"  torch.compile: first generation {time.perf_counter() - start:.1f} s "
+                          "(compilation; not in the numbers below)", flush=True)
                 runs = measure({name: partial(fn, ids) for name, (fn, _) in engines.items()}, args.repeats)
                 results = {}
                 for name, (_, module) in engines.items():
@@ -238,6 +249,16 @@ def main() -> None:
                 print(f"  ratio taskhub/transformers fp32: {ours['tps'] / base['tps']:.2f}x tokens/s, "
                       f"TTFT {ours['ttft'] / base['ttft']:.2f}x;  identical greedy rows: {same}/{batch}", flush=True)
             del hf, native, engines
+
+
+def compiled_backend(path: Path) -> NativeBackend:
+    """fp32 native backend whose forward runs through torch.compile (inductor, weights frozen)."""
+    import torch._inductor.config as inductor_config
+
+    inductor_config.freezing = True  # weights become constants inductor may pre-pack
+    backend = NativeBackend.from_pretrained(path, dtype=torch.float32)
+    backend.model.forward = torch.compile(backend.model.forward, dynamic=True)
+    return backend
 
 
 def _step_bytes(module: torch.nn.Module) -> int:

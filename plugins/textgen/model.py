@@ -66,10 +66,15 @@ _ONEDNN_LINEAR = _onednn_linear_op()
 
 
 class Linear(nn.Linear):
-    """nn.Linear that runs fp32/bf16 CPU matmuls on oneDNN when this torch build has it."""
+    """nn.Linear that runs fp32/bf16 CPU matmuls on oneDNN when this torch build has it.
+
+    Under torch.compile it stays F.linear: inductor cannot lower the oneDNN op on plain
+    weights, and picks its own kernels.
+    """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if _ONEDNN_LINEAR is not None and x.is_cpu and x.dtype in (torch.float32, torch.bfloat16):
+        onednn = _ONEDNN_LINEAR is not None and x.is_cpu and x.dtype in (torch.float32, torch.bfloat16)
+        if onednn and not torch.compiler.is_compiling():
             return _ONEDNN_LINEAR(x, self.weight, self.bias, "none", [], "")
         return F.linear(x, self.weight, self.bias)
 
@@ -177,7 +182,9 @@ def attention_mask(key_valid: torch.Tensor, start: int, window: int | None) -> t
     S = key_valid.shape[1]
     if S - start == 1:  # one new token (decoding): a real query sees every real key in its window
         mask = key_valid[:, None, None, :]
-        return mask if window is None or S <= window else mask & (torch.arange(S, device=mask.device) > start - window)
+        if window is not None and S > window:
+            mask = mask & (torch.arange(S, device=mask.device) > start - window)
+        return mask
     q = torch.arange(start, S, device=key_valid.device)[:, None]  # [T, 1]
     k = torch.arange(S, device=key_valid.device)[None, :]  # [1, S]
     visible = k <= q

@@ -92,7 +92,7 @@ def rope_frequencies(cfg: RopeConfig) -> tuple[torch.Tensor, float]:
 
 
 def dynamic_ntk_inv_freq(cfg: RopeConfig, seq_len: int) -> torch.Tensor:
-    """Dynamic NTK frequencies for a sequence longer than max_position_embeddings (fp32 tensor math, as transformers)."""
+    """Dynamic NTK frequencies for a sequence past max_position_embeddings (fp32 tensor math, as transformers)."""
     factor, max_len, dim = cfg.scaling["factor"], cfg.max_position_embeddings, cfg.head_dim
     seq = torch.tensor(seq_len, dtype=torch.int64)
     base = cfg.theta * ((factor * seq / max_len) - (factor - 1)) ** (dim / (dim - 2))
