@@ -55,23 +55,21 @@ def tokenize_words(items: list[Any], params: WordParams, ctx: StageContext) -> l
         raise ParamError(f"stride ({params.stride}) must be smaller than the model's context ({limit} tokens)")
     chunks = []
     for text in items:
-        overflow = {"return_overflowing_tokens": True, "stride": params.stride} if params.stride is not None else {}
         enc = tokenizer(
             text,
             truncation=True,
             max_length=limit,
+            stride=params.stride or 0,
+            return_overflowing_tokens=True,
             return_special_tokens_mask=True,
             return_offsets_mapping=True,
             return_attention_mask=False,
-            **overflow,
         )
-        many = params.stride is not None
-        ids = enc["input_ids"] if many else [enc["input_ids"]]
+        count = len(enc["input_ids"]) if params.stride is not None else 1  # else: the truncated first chunk only
         extras = model_extras(tokenizer, enc)
-        rows = [Encoded(row, {k: (enc[k][i] if many else enc[k]) for k in extras}) for i, row in enumerate(ids)]
-        offsets = enc["offset_mapping"] if many else [enc["offset_mapping"]]
-        special = enc["special_tokens_mask"] if many else [enc["special_tokens_mask"]]
-        chunks.append(TokenChunks(text, rows, [list(map(tuple, o)) for o in offsets], special, many))
+        rows = [Encoded(enc["input_ids"][i], {k: enc[k][i] for k in extras}) for i in range(count)]
+        offsets = [list(map(tuple, enc["offset_mapping"][i])) for i in range(count)]
+        chunks.append(TokenChunks(text, rows, offsets, enc["special_tokens_mask"][:count], params.stride is not None))
     return chunks
 
 
