@@ -34,15 +34,15 @@ from pathlib import Path
 
 import torch
 import transformers
-from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
-from transformers.generation.streamers import BaseStreamer
-
 from taskhub_textgen.backend import PromptBatch
+from taskhub_textgen.checkpoint import load_transformer
 from taskhub_textgen.config import GenerationConfig
 from taskhub_textgen.generate import generate
 from taskhub_textgen.model import Transformer
 from taskhub_textgen.native_backend import NativeBackend
 from taskhub_textgen.quantize import quantize_int8
+from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+from transformers.generation.streamers import BaseStreamer
 
 EOS = 0
 
@@ -144,7 +144,7 @@ class FirstTokenClock(BaseStreamer):
         pass
 
 
-def run_transformers(model: torch.nn.Module, ids: torch.Tensor, new: int) -> Run:
+def run_transformers(model: torch.nn.Module, ids: torch.Tensor, *, new: int) -> Run:
     clock = FirstTokenClock()
     with torch.inference_mode(), PeakRSS() as peak:
         start = time.perf_counter()
@@ -156,7 +156,7 @@ def run_transformers(model: torch.nn.Module, ids: torch.Tensor, new: int) -> Run
     return Run(wall, clock.first - start, peak.growth, out[:, ids.shape[1]:])
 
 
-def run_native(backend: NativeBackend, ids: torch.Tensor, new: int) -> Run:
+def run_native(backend: NativeBackend, ids: torch.Tensor, *, new: int) -> Run:
     config = GenerationConfig(max_new_tokens=new, min_new_tokens=new, eos_token_id=[EOS], pad_token_id=EOS)
     batch = PromptBatch(ids, torch.ones_like(ids))
     with PeakRSS() as peak:
@@ -193,6 +193,44 @@ def report(name: str, run: Run, batch: int, new: int, weights: int, bound_tps: f
     return {"tps": tps, "ttft": run.ttft_s}
 
 
+Engine = tuple[Callable[[torch.Tensor], Run], torch.nn.Module]  # (ids -> Run, the weights it reads)
+
+
+def build_engines(path: Path, new: int, extras: bool, compile_: bool) -> dict[str, Engine]:
+    """Every engine to time, loaded from the checkpoint at `path`."""
+    hf = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    backends = {"taskhub fp32": NativeBackend.from_pretrained(path, dtype=torch.float32)}
+    if extras:
+        backends["taskhub bf16 (extra)"] = NativeBackend.from_pretrained(path, dtype=torch.bfloat16)
+        backends["taskhub int8 (extra)"] = NativeBackend(quantize_int8(load_transformer(path, dtype=torch.float32)))
+    if compile_:
+        backends["taskhub fp32 compiled (extra)"] = compiled_backend(path)
+    engines: dict[str, Engine] = {"transformers fp32": (partial(run_transformers, hf, new=new), hf)}
+    for name, backend in backends.items():
+        engines[name] = (partial(run_native, backend, new=new), backend.model)
+    return engines
+
+
+def bench_batch(engines: dict[str, Engine], ids: torch.Tensor, new: int, repeats: int, bandwidth: float) -> None:
+    """Time every engine on one batch of prompts and print the table and the ratios."""
+    batch = ids.shape[0]
+    for name, (fn, _) in engines.items():
+        if "compiled" in name:
+            start = time.perf_counter()
+            fn(ids)
+            print(f"  torch.compile: first generation {time.perf_counter() - start:.1f} s "
+                  "(compilation; not in the numbers below)", flush=True)
+    runs = measure({name: partial(fn, ids) for name, (fn, _) in engines.items()}, repeats)
+    results = {}
+    for name, (_, module) in engines.items():
+        bound_tps = batch * bandwidth / _step_bytes(module)
+        results[name] = report(name, runs[name], batch, new, weight_bytes(module), bound_tps)
+    base, ours = results["transformers fp32"], results["taskhub fp32"]
+    same = (runs["transformers fp32"].tokens == runs["taskhub fp32"].tokens).all(dim=1).sum().item()
+    print(f"  ratio taskhub/transformers fp32: {ours['tps'] / base['tps']:.2f}x tokens/s, "
+          f"TTFT {ours['ttft'] / base['ttft']:.2f}x;  identical greedy rows: {same}/{batch}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
@@ -210,45 +248,17 @@ def main() -> None:
     bandwidth = copy_bandwidth()
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, threads {torch.get_num_threads()}, "
           f"copy bandwidth {bandwidth / 1e9:.1f} GB/s")
-    new = args.new_tokens
     with tempfile.TemporaryDirectory() as tmp:
         for model_name in args.models:
             path = Path(tmp) / model_name
             MODELS[model_name]().save_pretrained(path, safe_serialization=True)
-            hf = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
-            native = NativeBackend.from_pretrained(path, dtype=torch.float32)
-            engines: dict[str, tuple[Callable[[torch.Tensor], Run], torch.nn.Module]] = {
-                "transformers fp32": (lambda ids: run_transformers(hf, ids, new), hf),
-                "taskhub fp32": (lambda ids: run_native(native, ids, new), native.model),
-            }
-            if not args.no_extras:
-                bf16 = NativeBackend.from_pretrained(path, dtype=torch.bfloat16)
-                int8 = NativeBackend(quantize_int8(NativeBackend.from_pretrained(path, dtype=torch.bfloat16).model))
-                engines["taskhub bf16 (extra)"] = (lambda ids: run_native(bf16, ids, new), bf16.model)
-                engines["taskhub int8 (extra)"] = (lambda ids: run_native(int8, ids, new), int8.model)
-            if args.compile:
-                compiled = compiled_backend(path)
-                engines["taskhub fp32 compiled"] = (lambda ids: run_native(compiled, ids, new), compiled.model)
+            engines = build_engines(path, args.new_tokens, not args.no_extras, args.compile)
             for batch in args.batches:
-                ids = torch.randint(1, 1000, (batch, args.prompt_tokens))
-                print(f"\n{model_name}  batch {batch}  prompt {args.prompt_tokens}  new {new}  "
+                print(f"\n{model_name}  batch {batch}  prompt {args.prompt_tokens}  new {args.new_tokens}  "
                       f"(best of {args.repeats})", flush=True)
-                if args.compile:
-                    start = time.perf_counter()
-                    run_native(compiled, ids, new)
-                    print(f"  torch.compile: first generation {time.perf_counter() - start:.1f} s "
-                          "(compilation; not in the numbers below)", flush=True)
-                runs = measure({name: partial(fn, ids) for name, (fn, _) in engines.items()}, args.repeats)
-                results = {}
-                for name, (_, module) in engines.items():
-                    bound_tps = batch * bandwidth / _step_bytes(module)
-                    results[name] = report(name, runs[name], batch, new, weight_bytes(module), bound_tps)
-                tokens = {name: run.tokens for name, run in runs.items()}
-                base, ours = results["transformers fp32"], results["taskhub fp32"]
-                same = (tokens["transformers fp32"] == tokens["taskhub fp32"]).all(dim=1).sum().item()
-                print(f"  ratio taskhub/transformers fp32: {ours['tps'] / base['tps']:.2f}x tokens/s, "
-                      f"TTFT {ours['ttft'] / base['ttft']:.2f}x;  identical greedy rows: {same}/{batch}", flush=True)
-            del hf, native, engines
+                ids = torch.randint(1, 1000, (batch, args.prompt_tokens))
+                bench_batch(engines, ids, args.new_tokens, args.repeats, bandwidth)
+            del engines
 
 
 def compiled_backend(path: Path) -> NativeBackend:

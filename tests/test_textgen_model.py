@@ -12,14 +12,14 @@ import torch
 from fixtures_decoding import EOS, PAD
 from fixtures_textgen import textgen_checkpoints  # noqa: F401  (session fixture)
 from safetensors.torch import load_file, save_file
-from transformers import AutoModelForCausalLM
-
-from taskhub.errors import ModelNotAvailableError
 from taskhub_textgen.backend import PromptBatch
 from taskhub_textgen.checkpoint import load_transformer, read_hf_config, transformer_config
 from taskhub_textgen.model import Transformer
 from taskhub_textgen.native_backend import NativeBackend, is_supported, positions_from_mask
 from taskhub_textgen.quantize import Int8Linear, quantize_int8
+from transformers import AutoModelForCausalLM
+
+from taskhub.errors import ModelNotAvailableError
 
 FP32_KINDS = ["gpt2", "llama", "llama_tied", "llama_linear", "llama_dynamic", "llama3", "llama_yarn",
               "mistral", "qwen2", "llama_sharded"]

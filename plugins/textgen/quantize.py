@@ -27,10 +27,9 @@ class Int8Linear(nn.Module):
 
 
 def quantize_int8(model: Transformer) -> Transformer:
-    """Convert the model to bf16 and every Linear (output head included) to Int8Linear, in place."""
-    model.to(torch.bfloat16)
+    """Every Linear (output head included) to Int8Linear, quantized from the weights as loaded; the rest to bf16."""
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, Linear):
                 setattr(parent, name, Int8Linear(child))
-    return model
+    return model.to(torch.bfloat16)  # int8 buffers keep their dtype
