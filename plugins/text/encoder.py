@@ -22,8 +22,13 @@ class EncoderConfig:
 
 
 def fused_linear_available(device: torch.device, dtype: torch.dtype) -> bool:
-    """oneDNN linear kernels exist for CPU fp32/bf16 in builds with mkldnn."""
-    return device.type == "cpu" and dtype in (torch.float32, torch.bfloat16) and torch.backends.mkldnn.is_available()
+    """oneDNN linear kernels exist for CPU fp32/bf16 in builds with mkldnn (a private op: checked, not assumed)."""
+    return (
+        device.type == "cpu"
+        and dtype in (torch.float32, torch.bfloat16)
+        and torch.backends.mkldnn.is_available()
+        and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+    )
 
 
 class Linear(nn.Module):
