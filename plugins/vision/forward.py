@@ -76,7 +76,7 @@ def forward(items: list[PixelInputs], params: NoParams, ctx: StageContext) -> li
     """Stage `vision.forward`: the task's model on the batch."""
     results: list[ImageOutput | None] = [None] * len(items)
     for group, inputs in batches(items, ctx.model):
-        for index, output in zip(group, split_output(ctx.model.model(**inputs), len(group))):
+        for index, output in zip(group, split_output(ctx.model.runner(**inputs), len(group))):
             results[index] = ImageOutput(output, items[index].size)
     return results  # type: ignore[return-value]
 

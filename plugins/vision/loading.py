@@ -20,6 +20,8 @@ from transformers.models.auto import modeling_auto
 from taskhub.errors import ModelNotAvailableError
 from taskhub.models import ModelSource
 
+from .vit_encoder import ViTEncoder
+
 HEADS = {
     "base": "AutoModel",
     "image-classification": "AutoModelForImageClassification",
@@ -44,6 +46,12 @@ class VisionModel:
     processor: BaseImageProcessor
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase | None = None  # text side of CLIP-style models
+    encoder: torch.nn.Module | None = None  # fused stand-in for `model` with the same call and outputs
+
+    @property
+    def runner(self) -> torch.nn.Module:
+        """What runs the batches: the fused encoder where there is one, else the transformers model."""
+        return self.encoder if self.encoder is not None else self.model
 
     @property
     def dtype(self) -> torch.dtype:
@@ -55,7 +63,10 @@ class VisionModel:
 
 
 def load_vision_model(source: ModelSource) -> VisionModel:
-    """Image processor (PIL backend: needs no torchvision) + model; `options.head` picks the head."""
+    """Image processor (PIL backend: needs no torchvision) + model; `options.head` picks the head.
+
+    A float32 ViT on CPU also gets the fused `ViTEncoder` unless `options.fused_encoder` is false.
+    """
     head = source.options.get("head", "base")
     if head not in HEADS:
         raise ModelNotAvailableError(f"Unknown vision model head {head!r}; expected one of {', '.join(HEADS)}")
@@ -71,7 +82,8 @@ def load_vision_model(source: ModelSource) -> VisionModel:
     tokenizer = None
     if head == "zero-shot-image-classification":
         tokenizer = AutoTokenizer.from_pretrained(source.path, trust_remote_code=remote)
-    return VisionModel(processor, model, tokenizer)
+    fused = source.options.get("fused_encoder", True) and ViTEncoder.supports(model)
+    return VisionModel(processor, model, tokenizer, encoder=ViTEncoder(model).eval() if fused else None)
 
 
 def _segmentation_class(source: ModelSource) -> str:

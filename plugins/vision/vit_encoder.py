@@ -1,0 +1,94 @@
+"""A ViT for inference: the math of transformers' ViTModel / ViTForImageClassification with fused CPU linear kernels.
+
+The text plugin's oneDNN `Linear` (bias, GELU and the residual add fused into the matmul; query, key
+and value as one matmul) runs the encoder's matmuls, which are nearly all of a ViT forward on CPU.
+Patch embeddings, the pooler and the weights are taken from the loaded transformers model; anything
+the fused path does not cover (position interpolation, other image sizes, masks) runs the original.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from taskhub_text.encoder import EncoderConfig, Linear, fused_linear_available
+from torch import nn
+from transformers import ViTForImageClassification, ViTModel
+from transformers.modeling_outputs import (
+    BaseModelOutputWithPooling,
+    ImageClassifierOutput,
+)
+from transformers.utils import ModelOutput
+
+
+class Layer(nn.Module):
+    """Pre-LayerNorm transformer layer: x = x + attn(LN(x)); x = x + mlp(LN(x))."""
+
+    def __init__(self, layer: nn.Module, config: EncoderConfig) -> None:
+        super().__init__()
+        attention = layer.attention
+        self.config = config
+        self.attn_norm = layer.layernorm_before
+        self.qkv = Linear.stacked([attention.q_proj, attention.k_proj, attention.v_proj])
+        self.attn_out = Linear(attention.o_proj)
+        self.mlp_norm = layer.layernorm_after
+        self.mlp_in = Linear(layer.mlp.fc1, act="gelu")
+        self.mlp_out = Linear(layer.mlp.fc2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, H = x.shape
+        heads, eps = self.config.num_heads, self.config.layer_norm_eps
+        h = F.layer_norm(x, (H,), self.attn_norm.weight, self.attn_norm.bias, eps)
+        qkv = self.qkv(h).view(B, T, 3, heads, H // heads).permute(2, 0, 3, 1, 4)  # [3, B, heads, T, d]
+        attended = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])  # [B, heads, T, d]
+        x = self.attn_out(attended.transpose(1, 2).reshape(B, T, H), residual=x)
+        h = F.layer_norm(x, (H,), self.mlp_norm.weight, self.mlp_norm.bias, eps)
+        return self.mlp_out(self.mlp_in(h), residual=x)
+
+
+class ViTEncoder(nn.Module):
+    """Drop-in for a ViTModel or ViTForImageClassification: same call, same ModelOutput type and values."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model  # the original: runs every call the fused path does not cover
+        vit = model.vit if isinstance(model, ViTForImageClassification) else model
+        config = model.config
+        self.config = EncoderConfig(config.hidden_size, config.num_attention_heads, config.layer_norm_eps)
+        self.embeddings = vit.embeddings
+        self.layers = nn.ModuleList(Layer(layer, self.config) for layer in vit.layers)
+        self.norm = vit.layernorm
+        self.pooler = getattr(vit, "pooler", None)  # ViTModel only
+        self.classifier = getattr(model, "classifier", None)  # ViTForImageClassification only
+
+    @staticmethod
+    def supports(model: nn.Module) -> bool:
+        """Plain float32 ViTs (erf GELU, biased query/key/value) with the bare or the classification head, on CPU.
+
+        bfloat16 is left to transformers: oneDNN rounds its fused bf16 ops differently, and results must match.
+        """
+        config = model.config
+        return (
+            type(model) in (ViTModel, ViTForImageClassification)
+            and config.hidden_act == "gelu"
+            and config.qkv_bias
+            and model.dtype == torch.float32
+            and fused_linear_available(model.device, model.dtype)
+        )
+
+    def forward(self, pixel_values: torch.Tensor, **kwargs: Any) -> ModelOutput:
+        if kwargs or tuple(pixel_values.shape[-2:]) != tuple(self.embeddings.image_size):
+            return self.model(pixel_values, **kwargs)
+        B = pixel_values.shape[0]
+        pixel_values = pixel_values.to(self.embeddings.patch_embeddings.projection.weight.dtype)  # as ViTModel does
+        patches = self.embeddings.patch_embeddings(pixel_values)  # [B, patches, H]
+        x = torch.cat((self.embeddings.cls_token.expand(B, -1, -1), patches), dim=1)  # [B, 1 + patches, H]
+        x = x + self.embeddings.position_embeddings
+        for layer in self.layers:
+            x = layer(x)
+        x = self.norm(x)
+        if self.classifier is not None:
+            return ImageClassifierOutput(logits=self.classifier(x[:, 0, :]))
+        pooled = self.pooler(x) if self.pooler is not None else None
+        return BaseModelOutputWithPooling(last_hidden_state=x, pooler_output=pooled)

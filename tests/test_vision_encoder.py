@@ -1,0 +1,68 @@
+"""The fused ViT encoder equals transformers' ViT (logits, hidden states, pooler) and is used only where it applies."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from fixtures_vision import convnext_classifier, vit_classifier, vit_encoder  # noqa: F401
+from taskhub_text.encoder import Linear
+from taskhub_vision.loading import VisionModel, load_vision_model
+from taskhub_vision.vit_encoder import ViTEncoder
+
+from taskhub.models import ModelSource
+
+
+def _load(path: Path, head: str, fused: bool = True, dtype: torch.dtype | None = None) -> VisionModel:
+    options = {"head": head, "fused_encoder": fused}
+    return load_vision_model(ModelSource(model_id="vit", path=path, dtype=dtype, options=options))
+
+
+def _pixels(batch: int) -> torch.Tensor:
+    return torch.randn(batch, 3, 32, 32, generator=torch.Generator().manual_seed(batch))
+
+
+@pytest.mark.parametrize("kernels", ["onednn", "portable"])
+@pytest.mark.parametrize("batch", [1, 5])
+def test_fused_classifier_logits_equal_transformers(vit_classifier: Path, kernels: str, batch: int) -> None:  # noqa: F811
+    vision = _load(vit_classifier, "image-classification")
+    assert isinstance(vision.encoder, ViTEncoder) and vision.runner is vision.encoder
+    linears = [m for m in vision.encoder.modules() if isinstance(m, Linear)]
+    assert len(linears) == 4 * 2 and all(m.fused for m in linears)
+    for m in linears:
+        m.fused = kernels == "onednn"  # "portable": the F.linear path
+    pixels = _pixels(batch)
+    with torch.inference_mode():
+        ours = vision.encoder(pixel_values=pixels)
+        theirs = vision.model(pixel_values=pixels)
+    assert type(ours) is type(theirs)
+    assert torch.allclose(ours.logits, theirs.logits, atol=1e-4)
+
+
+def test_fused_bare_vit_equals_transformers(vit_encoder: Path) -> None:  # noqa: F811
+    vision = _load(vit_encoder, "base")
+    assert vision.encoder is not None
+    pixels = _pixels(3)
+    with torch.inference_mode():
+        ours = vision.encoder(pixel_values=pixels)
+        theirs = vision.model(pixel_values=pixels)
+    assert torch.allclose(ours.last_hidden_state, theirs.last_hidden_state, atol=1e-4)
+    assert torch.allclose(ours.pooler_output, theirs.pooler_output, atol=1e-4)
+
+
+def test_unusual_calls_run_the_transformers_model(vit_classifier: Path) -> None:  # noqa: F811
+    vision = _load(vit_classifier, "image-classification")
+    pixels = torch.randn(2, 3, 48, 48, generator=torch.Generator().manual_seed(0))  # not the model's 32x32
+    with torch.inference_mode():
+        ours = vision.encoder(pixel_values=pixels, interpolate_pos_encoding=True)
+        theirs = vision.model(pixel_values=pixels, interpolate_pos_encoding=True)
+        assert torch.equal(ours.logits, theirs.logits)
+        with pytest.raises(ValueError, match="doesn't match model"):
+            vision.encoder(pixel_values=pixels)
+
+
+def test_encoder_only_where_it_applies(vit_classifier: Path, convnext_classifier: Path) -> None:  # noqa: F811
+    assert _load(vit_classifier, "image-classification", fused=False).encoder is None
+    assert _load(convnext_classifier, "image-classification").encoder is None
+    assert _load(vit_classifier, "image-classification", dtype=torch.bfloat16).encoder is None
