@@ -177,10 +177,18 @@ def _show_warning(message: Any, category: Any, filename: str, lineno: int, file:
     print(f"warning: {message}", file=sys.stderr)
 
 
+def _quiet_model_loading() -> None:
+    """transformers draws a progress bar for every weight load; the CLI's output is the result."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if not args.debug:
         warnings.showwarning = _show_warning
+        _quiet_model_loading()
     try:
         return int(args.func(args))
     except (TaskhubError, ManifestError) as exc:
