@@ -97,7 +97,7 @@ def main() -> None:
     )
     best = {name: float("inf") for name in contenders}
     outputs: dict[str, torch.Tensor] = {}
-    for name, embed in contenders.items():
+    for embed in contenders.values():
         embed(texts[:size])  # warm-up
     for repeat in range(args.repeats):
         for name, embed in contenders.items():

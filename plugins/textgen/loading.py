@@ -5,11 +5,17 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSeq2SeqLM,
+    AutoTokenizer,
+    PreTrainedTokenizerBase,
+)
 from transformers import GenerationConfig as HFGenerationConfig
 
 from taskhub.errors import ModelNotAvailableError
@@ -96,11 +102,11 @@ def load_generative_lm(source: ModelSource) -> TextGenModel:
     device = torch.device(source.device)
     if choice == "native" or (choice == "auto" and native_ok):
         transformer = load_transformer(path, dtype=source.dtype, device=source.device)
-        make: Callable[[], LogitsBackend] = lambda: NativeBackend(transformer)
+        make: Callable[[], LogitsBackend] = partial(NativeBackend, transformer)
         native = True
     else:
         auto: Any = AutoModelForSeq2SeqLM if config.get("is_encoder_decoder") else AutoModelForCausalLM
         model = auto.from_pretrained(path, **source.from_pretrained_kwargs()).to(device).eval()
-        make = lambda: HFBackend(model)
+        make = partial(HFBackend, model)
         native = False
     return TextGenModel(make, tokenizer, config, _generation_config(path, config), device, native)
