@@ -120,7 +120,15 @@ def overhead(items: int, batch_size: int, repeats: int) -> dict[str, Any]:
     best = {name: min(runs) for name, runs in times.items()}
     median = {name: statistics.median(runs) for name, runs in times.items()}
     best_cpu = {name: min(runs) for name, runs in cpu_times.items()}
-    return {"items": items, "batch_size": batch_size, "runs": times, "best": best, "median": median, "best_cpu": best_cpu, "outside": outside}
+    return {
+        "items": items,
+        "batch_size": batch_size,
+        "runs": times,
+        "best": best,
+        "median": median,
+        "best_cpu": best_cpu,
+        "outside": outside,
+    }
 
 
 def memory_child(lines: int, batch_size: int) -> None:
@@ -162,10 +170,18 @@ def memory_child(lines: int, batch_size: int) -> None:
         with open(folder / "bench-length.jsonl", "rb") as f:
             records = sum(1 for _ in f)
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    print(json.dumps({
-        "lines": lines, "records": records, "done": summary["done"], "seconds": seconds,
-        "peak_mib": peak_kib / 1024, "job_peak_mib": job_peak,
-    }))
+    print(
+        json.dumps(
+            {
+                "lines": lines,
+                "records": records,
+                "done": summary["done"],
+                "seconds": seconds,
+                "peak_mib": peak_kib / 1024,
+                "job_peak_mib": job_peak,
+            }
+        )
+    )
 
 
 def _status_mib(field: str) -> float:
@@ -210,11 +226,15 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {args.threads} thread(s), {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"torch {torch.__version__}, {args.threads} thread(s), {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}"
+    )
     if not args.skip_overhead:
         r = overhead(args.items, args.batch_size, args.repeats)
         best, median = r["best"], r["median"]
-        print(f"\noverhead: {r['items']} texts, feature-extraction (all-MiniLM-L6-v2), batch size {r['batch_size']}, {args.repeats} runs each")
+        print(
+            f"\noverhead: {r['items']} texts, feature-extraction (all-MiniLM-L6-v2), batch size {r['batch_size']}, {args.repeats} runs each"
+        )
         for name in ("loop", "loop+write", "executor"):
             runs = ", ".join(f"{t:.2f}" for t in r["runs"][name])
             print(
@@ -226,11 +246,17 @@ def main() -> None:
         print(f"  executor vs loop, best runs:       {best['executor'] / best['loop'] - 1:+.1%}")
         print(f"  executor vs loop+write, medians:   {median['executor'] / median['loop+write'] - 1:+.1%}")
         print(f"  executor vs loop, cpu time (best): {r['best_cpu']['executor'] / r['best_cpu']['loop'] - 1:+.1%}")
-        print(f"  in-run, outside / inside the batch calls: median {statistics.median(r['outside']):+.1%}  (runs: {shares})")
-        print(f"  executor overhead vs loop (median wall): {ratio:+.1%}  (target <= +10%: {'met' if ratio <= 0.10 else 'NOT met'})")
+        print(
+            f"  in-run, outside / inside the batch calls: median {statistics.median(r['outside']):+.1%}  (runs: {shares})"
+        )
+        print(
+            f"  executor overhead vs loop (median wall): {ratio:+.1%}  (target <= +10%: {'met' if ratio <= 0.10 else 'NOT met'})"
+        )
     if not args.skip_memory:
         rows = memory(args.memory_lines, args.memory_batch_size)
-        print(f"\nmemory: whole job over N JSONL lines, model-free task, batch size {args.memory_batch_size}, one child process each")
+        print(
+            f"\nmemory: whole job over N JSONL lines, model-free task, batch size {args.memory_batch_size}, one child process each"
+        )
         for row in rows:
             assert row["records"] == row["done"] == row["lines"], row
             print(
@@ -240,7 +266,9 @@ def main() -> None:
         small, big = rows[0], rows[-1]
         ratio = big["peak_mib"] / small["peak_mib"]
         per_line = (big["peak_mib"] - small["peak_mib"]) * 2**20 / max(big["lines"] - small["lines"], 1)
-        print(f"  ratio {ratio:.3f}x (target <= 1.2x: {'met' if ratio <= 1.2 else 'NOT met'}), growth {per_line:.0f} bytes per extra line")
+        print(
+            f"  ratio {ratio:.3f}x (target <= 1.2x: {'met' if ratio <= 1.2 else 'NOT met'}), growth {per_line:.0f} bytes per extra line"
+        )
 
 
 if __name__ == "__main__":

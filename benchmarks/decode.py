@@ -52,9 +52,19 @@ EOS = 0
 
 def smollm2_135m() -> LlamaConfig:
     return LlamaConfig(
-        hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
-        num_key_value_heads=3, vocab_size=49152, max_position_embeddings=8192, rope_theta=100000,
-        tie_word_embeddings=True, rms_norm_eps=1e-5, bos_token_id=1, eos_token_id=EOS, pad_token_id=EOS,
+        hidden_size=576,
+        intermediate_size=1536,
+        num_hidden_layers=30,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        vocab_size=49152,
+        max_position_embeddings=8192,
+        rope_theta=100000,
+        tie_word_embeddings=True,
+        rms_norm_eps=1e-5,
+        bos_token_id=1,
+        eos_token_id=EOS,
+        pad_token_id=EOS,
     )
 
 
@@ -152,11 +162,17 @@ def run_transformers(model: torch.nn.Module, ids: torch.Tensor, *, new: int) -> 
     with torch.inference_mode(), PeakRSS() as peak:
         start = time.perf_counter()
         out = model.generate(
-            input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=new,
-            min_new_tokens=new, pad_token_id=EOS, eos_token_id=EOS, streamer=clock,
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            do_sample=False,
+            max_new_tokens=new,
+            min_new_tokens=new,
+            pad_token_id=EOS,
+            eos_token_id=EOS,
+            streamer=clock,
         )
         wall = time.perf_counter() - start
-    return Run(wall, clock.first - start, peak.growth, out[:, ids.shape[1]:])
+    return Run(wall, clock.first - start, peak.growth, out[:, ids.shape[1] :])
 
 
 def run_native(backend: NativeBackend, ids: torch.Tensor, *, new: int) -> Run:
@@ -222,8 +238,11 @@ def bench_batch(engines: dict[str, Engine], ids: torch.Tensor, new: int, repeats
         if "compiled" in name:
             start = time.perf_counter()
             fn(ids)
-            print(f"  torch.compile: first generation {time.perf_counter() - start:.1f} s "
-                  "(compilation; not in the numbers below)", flush=True)
+            print(
+                f"  torch.compile: first generation {time.perf_counter() - start:.1f} s "
+                "(compilation; not in the numbers below)",
+                flush=True,
+            )
     runs = measure({name: partial(fn, ids) for name, (fn, _) in engines.items()}, repeats)
     results = {}
     for name, (_, module) in engines.items():
@@ -231,9 +250,12 @@ def bench_batch(engines: dict[str, Engine], ids: torch.Tensor, new: int, repeats
         results[name] = report(name, runs[name], batch, new, weight_bytes(module), bound_tps)
     base, ours = results["transformers fp32"], results["taskhub fp32"]
     same = (runs["transformers fp32"].tokens == runs["taskhub fp32"].tokens).all(dim=1).sum().item()
-    print(f"  ratio taskhub/transformers fp32: {ours['tps'] / base['tps']:.2f}x tokens/s, "
-          f"TTFT {ours['ttft'] / base['ttft']:.2f}x;  identical greedy rows: {same}/{batch};  "
-          f"copy bandwidth {bandwidth / 1e9:.1f} GB/s", flush=True)
+    print(
+        f"  ratio taskhub/transformers fp32: {ours['tps'] / base['tps']:.2f}x tokens/s, "
+        f"TTFT {ours['ttft'] / base['ttft']:.2f}x;  identical greedy rows: {same}/{batch};  "
+        f"copy bandwidth {bandwidth / 1e9:.1f} GB/s",
+        flush=True,
+    )
     return bandwidth
 
 
@@ -245,23 +267,29 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--no-extras", action="store_true", help="skip the bf16 and int8 native runs")
-    parser.add_argument("--compile", action="store_true",
-                        help="add the fp32 native model under torch.compile (compiles for minutes)")
+    parser.add_argument(
+        "--compile", action="store_true", help="add the fp32 native model under torch.compile (compiles for minutes)"
+    )
     args = parser.parse_args()
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     torch.manual_seed(0)
     bandwidth = copy_bandwidth()
-    print(f"torch {torch.__version__}, transformers {transformers.__version__}, threads {torch.get_num_threads()}, "
-          f"copy bandwidth {bandwidth / 1e9:.1f} GB/s")
+    print(
+        f"torch {torch.__version__}, transformers {transformers.__version__}, threads {torch.get_num_threads()}, "
+        f"copy bandwidth {bandwidth / 1e9:.1f} GB/s"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         for model_name in args.models:
             path = Path(tmp) / model_name
             MODELS[model_name]().save_pretrained(path, safe_serialization=True)
             engines = build_engines(path, args.new_tokens, not args.no_extras, args.compile)
             for batch in args.batches:
-                print(f"\n{model_name}  batch {batch}  prompt {args.prompt_tokens}  new {args.new_tokens}  "
-                      f"(best of {args.repeats})", flush=True)
+                print(
+                    f"\n{model_name}  batch {batch}  prompt {args.prompt_tokens}  new {args.new_tokens}  "
+                    f"(best of {args.repeats})",
+                    flush=True,
+                )
                 ids = torch.randint(1, 1000, (batch, args.prompt_tokens))
                 bandwidth = bench_batch(engines, ids, args.new_tokens, args.repeats, bandwidth)
             del engines

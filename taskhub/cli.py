@@ -7,8 +7,8 @@ import json
 import sys
 import traceback
 import warnings
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from .api import pipeline, to_json
@@ -36,7 +36,9 @@ def cmd_tasks(args: argparse.Namespace) -> int:
         return 0
     for row in rows:
         aliases = f" (aliases: {', '.join(row['aliases'])})" if row["aliases"] else ""
-        print(f"{row['task']}{aliases}\n    {row['modality']}, plugin {row['plugin']}, default model {row['default_model']}")
+        print(
+            f"{row['task']}{aliases}\n    {row['modality']}, plugin {row['plugin']}, default model {row['default_model']}"
+        )
     return 0
 
 

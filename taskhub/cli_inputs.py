@@ -28,7 +28,9 @@ def read_text_file(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        raise BadInputError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}); expected a UTF-8 text file.") from None
+        raise BadInputError(
+            f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}); expected a UTF-8 text file."
+        ) from None
     except OSError as exc:
         raise BadInputError(f"Cannot read {path}: {exc.strerror}.") from None
 

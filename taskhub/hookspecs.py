@@ -7,6 +7,7 @@ Hooks only register; they must not load models or do slow work.
 from __future__ import annotations
 
 from collections.abc import Callable
+
 import pluggy
 
 PROJECT_NAME = "taskhub"

@@ -53,8 +53,8 @@ class TaskManifest(_Strict):
     modality: Literal["text", "vision", "audio", "multimodal"]
     input: Literal["text", "image", "audio", "object", "chat"] = Field(description="What one input item is")
     description: str = ""
-    model: ModelSpec = Field(default_factory=ModelSpec)
-    batching: Batching = Field(default_factory=Batching)
+    model: ModelSpec = Field(default_factory=lambda: ModelSpec())
+    batching: Batching = Field(default_factory=lambda: Batching())
     preprocess: list[StageRef] = Field(default_factory=list)
     model_stage: StageRef
     postprocess: list[StageRef] = Field(default_factory=list)
@@ -79,13 +79,15 @@ class JobInputs(_Strict):
     files: str | None = Field(None, description="Glob, one item per file (relative to the manifest)")
     jsonl: str | None = Field(None, description="JSON Lines file, one item per line")
     csv: str | None = Field(None, description="CSV file with a header, one item per row")
-    reader: str | None = Field(None, description="A reader a plugin registered (register_batch_readers), reading `path`")
+    reader: str | None = Field(
+        None, description="A reader a plugin registered (register_batch_readers), reading `path`"
+    )
     path: str | None = Field(None, description="What `reader` reads (relative to the manifest)")
     field: str | None = Field(None, description="Field of a jsonl/csv record that holds the input")
     id_field: str | None = Field(None, description="Field of a jsonl/csv record that holds the item id")
 
     @model_validator(mode="after")
-    def _exactly_one_source(self) -> "JobInputs":
+    def _exactly_one_source(self) -> JobInputs:
         sources = [name for name in ("files", "jsonl", "csv", "reader") if getattr(self, name)]
         if len(sources) != 1:
             raise ValueError(f"give exactly one of files, jsonl, csv, reader (got {sources or 'none'})")
@@ -102,7 +104,8 @@ class JobInputs(_Strict):
 
     @property
     def location(self) -> str:
-        return self.path if self.reader else getattr(self, self.kind)
+        location = self.path if self.reader else getattr(self, self.kind)
+        return str(location)
 
 
 class JobManifest(_Strict):

@@ -94,7 +94,11 @@ def _hub_snapshot(model_id: str, revision: str | None, allow_pickle: bool) -> Pa
             f"Fetch it where there is network (`hf download {model_id}`) and copy the Hugging Face cache here, "
             f"or pass a local directory with model=PATH."
         )
-        state = "offline mode (HF_HUB_OFFLINE=1) and not in the local cache" if offline else f"could not be downloaded ({type(exc).__name__})"
+        state = (
+            "offline mode (HF_HUB_OFFLINE=1) and not in the local cache"
+            if offline
+            else f"could not be downloaded ({type(exc).__name__})"
+        )
         raise ModelNotAvailableError(f"Model {model_id!r} is not available: {state}. {how}") from exc
 
 

@@ -164,7 +164,9 @@ class Pipeline:
         pre, rest = bound[:n_pre], bound[n_pre:]
         results: list[Any] = [None] * len(items)
         if self.manifest.batching.sort_by_length:
-            prepared = [x for start in range(0, len(items), size) for x in self._run(pre, list(items[start : start + size]))]
+            prepared = [
+                x for start in range(0, len(items), size) for x in self._run(pre, list(items[start : start + size]))
+            ]
             order = sorted(range(len(prepared)), key=lambda i: -_length(prepared[i]))
             for start in range(0, len(order), size):
                 chunk = order[start : start + size]

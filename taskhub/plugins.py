@@ -14,7 +14,7 @@ import pluggy
 from . import hookspecs
 from .errors import PluginError, TaskhubError
 from .manifest import load_task_manifest
-from .registry import Owned, Registry, TaskEntry
+from .registry import Owned, Registry, Table, TaskEntry
 
 ENTRY_POINT_GROUP = "taskhub"
 
@@ -131,7 +131,14 @@ def _apply(registry: Registry, plugin: str, hook_name: str, args: tuple[Any, ...
 
 def _undo(registry: Registry, plugin: str) -> None:
     """Remove everything `plugin` registered (after it failed half way)."""
-    for table in (registry.stages, registry.loaders, registry.local_models, registry.readers, registry.writers):
+    tables: tuple[Table[Any], ...] = (
+        registry.stages,
+        registry.loaders,
+        registry.local_models,
+        registry.readers,
+        registry.writers,
+    )
+    for table in tables:
         table.items = {k: v for k, v in table.items.items() if v.plugin != plugin}
     registry.manifest_dirs = [d for d in registry.manifest_dirs if d.plugin != plugin]
 

@@ -86,7 +86,9 @@ class Registry:
     _tasks: dict[str, TaskEntry] = field(default_factory=dict)
     _aliases: dict[str, str] = field(default_factory=dict)
 
-    def add_stage(self, plugin: str, name: str, func: Callable[..., list[Any]], params_model: type[BaseModel] | None = None) -> None:
+    def add_stage(
+        self, plugin: str, name: str, func: Callable[..., list[Any]], params_model: type[BaseModel] | None = None
+    ) -> None:
         if not callable(func):
             raise PluginError(f"plugin {plugin!r} registered stage {name!r} with a non-callable {func!r}")
         model = params_model or NoParams

@@ -23,17 +23,24 @@ from transformers import (
     LlavaConfig,
     LlavaForConditionalGeneration,
     LlavaProcessor,
-    ViTConfig,
-    ViTImageProcessor,
     VisionEncoderDecoderConfig,
     VisionEncoderDecoderModel,
+    ViTConfig,
+    ViTImageProcessor,
 )
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples" / "images"
 IMAGE_TOKEN = "<image>"
 INIT = 1.0  # wide enough that greedy captions vary between images and often end at EOS
-VISION = dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-              intermediate_size=64, initializer_range=INIT)
+VISION = dict(
+    image_size=32,
+    patch_size=8,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=64,
+    initializer_range=INIT,
+)
 # Content parts of a message: images become <image> placeholders, texts are copied (like Llava's own templates).
 LLAVA_TEMPLATE = (
     "{% for m in messages %}<s>{{ m['role'] }}\n"
@@ -52,9 +59,19 @@ def build_vit_gpt2(path: Path) -> Path:
     """
     tokenizer = build_bert_tokenizer()
     start, eos, pad = tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id
-    decoder = GPT2Config(vocab_size=len(tokenizer), n_positions=128, n_embd=32, n_layer=2, n_head=2,
-                         add_cross_attention=True, is_decoder=True, initializer_range=INIT,
-                         bos_token_id=start, eos_token_id=eos, pad_token_id=pad)
+    decoder = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=128,
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        add_cross_attention=True,
+        is_decoder=True,
+        initializer_range=INIT,
+        bos_token_id=start,
+        eos_token_id=eos,
+        pad_token_id=pad,
+    )
     config = VisionEncoderDecoderConfig(encoder=ViTConfig(**VISION), decoder=decoder)
     config.decoder_start_token_id, config.eos_token_id, config.pad_token_id = start, eos, pad
     torch.manual_seed(0)
@@ -70,23 +87,48 @@ def build_bert_tokenizer() -> BertTokenizerFast:
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.train_from_iterator([" ".join(WORDS)] * 10 + ["A photo of a red car near the house."] * 10,
-                            trainers.WordPieceTrainer(vocab_size=200, special_tokens=specials))
+    tok.train_from_iterator(
+        [" ".join(WORDS)] * 10 + ["A photo of a red car near the house."] * 10,
+        trainers.WordPieceTrainer(vocab_size=200, special_tokens=specials),
+    )
     tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B [SEP]",
         special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))],
     )
-    return BertTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", sep_token="[SEP]", pad_token="[PAD]",
-                             cls_token="[CLS]", mask_token="[MASK]", bos_token="[DEC]")
+    return BertTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        sep_token="[SEP]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        mask_token="[MASK]",
+        bos_token="[DEC]",
+    )
 
 
 def build_blip(path: Path) -> Path:
     """BlipForConditionalGeneration with a tiny ViT and BERT-style text decoder; BlipProcessor (PIL backend)."""
     tokenizer = build_bert_tokenizer()
-    ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in
-           [("bos_token_id", "[DEC]"), ("sep_token_id", "[SEP]"), ("pad_token_id", "[PAD]"), ("eos_token_id", "[SEP]")]}
-    text = dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                num_attention_heads=2, max_position_embeddings=128, initializer_range=INIT, **ids)
+    ids = {
+        name: tokenizer.convert_tokens_to_ids(token)
+        for name, token in [
+            ("bos_token_id", "[DEC]"),
+            ("sep_token_id", "[SEP]"),
+            ("pad_token_id", "[PAD]"),
+            ("eos_token_id", "[SEP]"),
+        ]
+    }
+    text = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=128,
+        initializer_range=INIT,
+        **ids,
+    )
     config = BlipConfig(text_config=text, vision_config=dict(VISION), projection_dim=32)
     torch.manual_seed(0)
     BlipForConditionalGeneration(config).save_pretrained(path, safe_serialization=True)
@@ -101,19 +143,40 @@ def build_llava(path: Path) -> Path:
     tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
     image_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
     vision = CLIPVisionConfig(**VISION, projection_dim=32)
-    text = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                       initializer_range=INIT, pad_token_id=PAD, bos_token_id=BOS, eos_token_id=EOS)
-    config = LlavaConfig(vision_config=vision, text_config=text, image_token_id=image_id,
-                         vision_feature_select_strategy="default", vision_feature_layer=-1)
+    text = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        initializer_range=INIT,
+        pad_token_id=PAD,
+        bos_token_id=BOS,
+        eos_token_id=EOS,
+    )
+    config = LlavaConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_id=image_id,
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-1,
+    )
     torch.manual_seed(0)
     model = LlavaForConditionalGeneration(config)
     model.generation_config.pad_token_id = PAD
     model.save_pretrained(path, safe_serialization=True)
     image_processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-    processor = LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=8,
-                               vision_feature_select_strategy="default", num_additional_image_tokens=1,
-                               chat_template=LLAVA_TEMPLATE, image_token=IMAGE_TOKEN)
+    processor = LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=8,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        chat_template=LLAVA_TEMPLATE,
+        image_token=IMAGE_TOKEN,
+    )
     processor.save_pretrained(path)
     return path
 

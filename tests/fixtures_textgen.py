@@ -26,8 +26,15 @@ INIT = 0.1  # large enough that logits spread over several units, so 1e-4 agreem
 
 
 def _llama(vocab: int, **overrides: Any) -> PreTrainedModel:
-    config = dict(TINY, vocab_size=vocab, max_position_embeddings=256, initializer_range=INIT,
-                  pad_token_id=PAD, bos_token_id=BOS, eos_token_id=EOS)
+    config = dict(
+        TINY,
+        vocab_size=vocab,
+        max_position_embeddings=256,
+        initializer_range=INIT,
+        pad_token_id=PAD,
+        bos_token_id=BOS,
+        eos_token_id=EOS,
+    )
     return LlamaForCausalLM(LlamaConfig(**{**config, **overrides}))
 
 
@@ -35,25 +42,50 @@ def builders(vocab: int) -> dict[str, Callable[[], PreTrainedModel]]:
     """Checkpoint name -> constructor of its random transformers model."""
     ids = dict(pad_token_id=PAD, bos_token_id=BOS, eos_token_id=EOS)
     return {
-        "gpt2": lambda: GPT2LMHeadModel(GPT2Config(vocab_size=vocab, n_positions=256, n_embd=64, n_layer=2,
-                                                   n_head=4, initializer_range=INIT, **ids)),
+        "gpt2": lambda: GPT2LMHeadModel(
+            GPT2Config(vocab_size=vocab, n_positions=256, n_embd=64, n_layer=2, n_head=4, initializer_range=INIT, **ids)
+        ),
         "llama": lambda: _llama(vocab),
         "llama_tied": lambda: _llama(vocab, tie_word_embeddings=True),
         "llama_linear": lambda: _llama(vocab, rope_scaling={"rope_type": "linear", "factor": 2.0}),
         # max_position_embeddings below prompt + 64 new tokens, so the NTK base grows while decoding
-        "llama_dynamic": lambda: _llama(vocab, max_position_embeddings=48,
-                                        rope_scaling={"rope_type": "dynamic", "factor": 2.0}),
-        "llama3": lambda: _llama(vocab, rope_theta=500000.0, rope_scaling={
-            "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-            "original_max_position_embeddings": 32}),
-        "llama_yarn": lambda: _llama(vocab, max_position_embeddings=128, rope_scaling={
-            "rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32}),
-        "mistral": lambda: MistralForCausalLM(MistralConfig(**TINY, vocab_size=vocab, max_position_embeddings=256,
-                                                            sliding_window=8, initializer_range=INIT, **ids)),
+        "llama_dynamic": lambda: _llama(
+            vocab, max_position_embeddings=48, rope_scaling={"rope_type": "dynamic", "factor": 2.0}
+        ),
+        "llama3": lambda: _llama(
+            vocab,
+            rope_theta=500000.0,
+            rope_scaling={
+                "rope_type": "llama3",
+                "factor": 8.0,
+                "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 32,
+            },
+        ),
+        "llama_yarn": lambda: _llama(
+            vocab,
+            max_position_embeddings=128,
+            rope_scaling={"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32},
+        ),
+        "mistral": lambda: MistralForCausalLM(
+            MistralConfig(
+                **TINY, vocab_size=vocab, max_position_embeddings=256, sliding_window=8, initializer_range=INIT, **ids
+            )
+        ),
         # qkv bias; layer 1 uses an 8-token sliding window, layer 0 full attention
-        "qwen2": lambda: Qwen2ForCausalLM(Qwen2Config(**TINY, vocab_size=vocab, max_position_embeddings=256,
-                                                      use_sliding_window=True, sliding_window=8, max_window_layers=1,
-                                                      initializer_range=INIT, **ids)),
+        "qwen2": lambda: Qwen2ForCausalLM(
+            Qwen2Config(
+                **TINY,
+                vocab_size=vocab,
+                max_position_embeddings=256,
+                use_sliding_window=True,
+                sliding_window=8,
+                max_window_layers=1,
+                initializer_range=INIT,
+                **ids,
+            )
+        ),
     }
 
 

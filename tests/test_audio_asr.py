@@ -115,7 +115,8 @@ def test_whisper_preprocessing_is_the_models_feature_extractor(whisper_model: Pa
 
 
 def test_whisper_greedy_equals_generate_and_the_transformers_pipeline(
-    whisper, whisper_model: Path  # noqa: F811
+    whisper,
+    whisper_model: Path,  # noqa: F811
 ) -> None:
     ours, model = whisper
     tokenizer = AutoTokenizer.from_pretrained(whisper_model)

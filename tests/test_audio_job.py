@@ -65,7 +65,10 @@ def test_job_records_bad_audio_and_goes_on(ctc_model: Path, tmp_path: Path) -> N
 
 
 def test_cli_runs_asr_on_a_file_and_tts_to_a_wav(
-    ctc_model: Path, vits_model: Path, tmp_path: Path, capsys  # noqa: F811
+    ctc_model: Path,
+    vits_model: Path,
+    tmp_path: Path,
+    capsys,  # noqa: F811
 ) -> None:
     assert main(["run", "asr", str(SPEECH["numbers.wav"]), "--model", str(ctc_model), "--device", "cpu", "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)

@@ -24,7 +24,9 @@ def test_a_non_utf8_file_fails_alone_and_the_others_are_right(tmp_path: Path) ->
     assert "not UTF-8" in bad["error"]["message"] and "t002.txt" in bad["error"]["message"]
     names = sorted(by_id)
     assert all(by_id[n]["error"] is None for n in names)
-    np.testing.assert_allclose([by_id[n]["output"] for n in names], reference_embeddings([texts[n] for n in names]), atol=2e-5)
+    np.testing.assert_allclose(
+        [by_id[n]["output"] for n in names], reference_embeddings([texts[n] for n in names]), atol=2e-5
+    )
 
 
 def _mixed(tmp_path: Path) -> Path:

@@ -46,7 +46,9 @@ def test_jsonl_ids_from_id_field_or_line_number_and_csv_rows(tmp_path: Path) -> 
     with open(tmp_path / "data.jsonl", "a") as f:
         f.write("\n" + json.dumps({"key": "z", "text": "third"}) + "\n")  # a blank line keeps numbering
     (tmp_path / "rows.csv").write_text('name,text\nr1,"one, with comma"\nr2,two\n', encoding="utf-8")
-    by_field = write_job(tmp_path, "a", inputs={"jsonl": "data.jsonl", "field": "text", "id_field": "key"}, output="a.jsonl")
+    by_field = write_job(
+        tmp_path, "a", inputs={"jsonl": "data.jsonl", "field": "text", "id_field": "key"}, output="a.jsonl"
+    )
     by_line = write_job(tmp_path, "b", inputs={"jsonl": "data.jsonl", "field": "text"}, output="b.jsonl")
     csv_job = write_job(tmp_path, "c", inputs={"csv": "rows.csv", "field": "text"}, output="c.jsonl")
     for job in (by_field, by_line, csv_job):
@@ -96,7 +98,9 @@ def test_dry_run_rejects_params_the_task_does_not_take(tmp_path: Path) -> None:
 
 def test_bad_manifest_names_file_line_and_field(tmp_path: Path) -> None:
     job = tmp_path / "bad.yaml"
-    job.write_text("job: bad\ntask: feature-extraction\ninputs:\n  files: '*.txt'\n  csv: x.csv\noutput: o.jsonl\nbatch_size: 0\n")
+    job.write_text(
+        "job: bad\ntask: feature-extraction\ninputs:\n  files: '*.txt'\n  csv: x.csv\noutput: o.jsonl\nbatch_size: 0\n"
+    )
     with pytest.raises(ManifestError) as err:
         taskhub.run_job(job, quiet=True)
     message = str(err.value)
@@ -174,7 +178,9 @@ def test_plugin_reader_is_used_like_the_builtin_ones(tmp_path: Path) -> None:
         taskhub.unregister_plugin("lines-reader")
     records = read_records(tmp_path / "out.jsonl")
     assert [r["id"] for r in records] == ["alpha", "beta"]
-    np.testing.assert_allclose([r["output"] for r in records], reference_embeddings(["alpha is first", "beta comes next"]), atol=2e-5)
+    np.testing.assert_allclose(
+        [r["output"] for r in records], reference_embeddings(["alpha is first", "beta comes next"]), atol=2e-5
+    )
     with pytest.raises(ManifestError, match="inputs: Unknown batch reader 'lines'.*Available: files, csv, jsonl"):
         taskhub.run_job(job, quiet=True)
 
@@ -192,7 +198,12 @@ def test_progress_bar_on_a_terminal_and_plain_lines_elsewhere() -> None:
         progress.update(6, 0)
         progress.close()
     lines = plain.getvalue().splitlines()
-    assert lines[0].startswith("job: 4/10 (40%)") and "items/s" in lines[0] and "ETA" in lines[0] and lines[0].endswith("errors 1")
+    assert (
+        lines[0].startswith("job: 4/10 (40%)")
+        and "items/s" in lines[0]
+        and "ETA" in lines[0]
+        and lines[0].endswith("errors 1")
+    )
     assert lines[1].startswith("job: 10/10 (100%)") and "ETA 00:00" in lines[1]
     frames = tty.getvalue().split("\r")[1:]
     assert frames[0].startswith("job  40% [#########") and "4/10" in frames[0] and "errors 1" in frames[0]

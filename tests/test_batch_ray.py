@@ -22,7 +22,9 @@ def test_ray_records_equal_local_records_and_ray_resumes(tmp_path: Path) -> None
     write_texts(tmp_path / "docs", 9)
     (tmp_path / "docs" / "t004.txt").write_bytes(b"\xff\xfe not text")
     local_job = write_job(tmp_path, "local", inputs={"files": "docs/*.txt"}, output="local.jsonl", batch_size=3)
-    ray_job = write_job(tmp_path, "on-ray", inputs={"files": "docs/*.txt"}, output="ray.jsonl", batch_size=3, executor="ray", workers=2)
+    ray_job = write_job(
+        tmp_path, "on-ray", inputs={"files": "docs/*.txt"}, output="ray.jsonl", batch_size=3, executor="ray", workers=2
+    )
     taskhub.run_job(local_job, quiet=True)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:

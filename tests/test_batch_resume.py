@@ -22,7 +22,9 @@ RUN = "import json, sys, taskhub; print(json.dumps(taskhub.run_job(sys.argv[1]))
 def _start(job: Path) -> subprocess.Popen[str]:
     # one torch thread: two threads per process thrash on a busy 2-core machine
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-c", RUN, str(job)], env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-c", RUN, str(job)], env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
 
 
 def _lines(path: Path) -> int:

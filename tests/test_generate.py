@@ -7,7 +7,6 @@ import itertools
 import pytest
 import torch
 from fixtures_decoding import EOS, PAD, decoding_model_dirs, decoding_models  # noqa: F401
-
 from taskhub_textgen.backend import PromptBatch
 from taskhub_textgen.config import GenerationConfig
 from taskhub_textgen.generate import generate, stream
@@ -135,7 +134,10 @@ def test_sampling_matches_transformers_with_global_seed(decoding_models, control
 
 def test_seed_reproducible_and_distinct(decoding_models):
     model, _, _, batch = make_batch("gpt2", decoding_models)
-    run = lambda seed: [g.token_ids for (g,) in ours(model, batch, max_new_tokens=16, do_sample=True, seed=seed)]
+
+    def run(seed):
+        return [g.token_ids for (g,) in ours(model, batch, max_new_tokens=16, do_sample=True, seed=seed)]
+
     torch.manual_seed(0)
     first = run(7)
     torch.manual_seed(1)  # the global generator does not matter

@@ -11,13 +11,13 @@ import pytest
 import torch
 import yaml
 from fixtures_multimodal import image_paths, multimodal_models  # noqa: F401
+from taskhub_multimodal.caption import CaptionPromptParams, caption_inputs
 from transformers import AutoImageProcessor, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer, GenerationConfig
 from transformers.image_utils import load_image as hf_load_image
 
 import taskhub
 from taskhub.cli import main
 from taskhub.errors import BadInputError, ParamError
-from taskhub_multimodal.caption import CaptionPromptParams, caption_inputs
 
 CAPTIONERS = ["vit_gpt2", "blip"]
 JOB = Path(__file__).resolve().parent.parent / "manifests" / "jobs" / "multimodal-caption.yaml"
@@ -44,7 +44,9 @@ def texts(results: list[list[dict[str, str]]]) -> list[list[str]]:
 
 
 @pytest.mark.parametrize("name", CAPTIONERS)
-def test_pixel_values_equal_the_models_processor(name: str, multimodal_models: dict[str, Path], image_paths: list[Path]) -> None:  # noqa: F811
+def test_pixel_values_equal_the_models_processor(
+    name: str, multimodal_models: dict[str, Path], image_paths: list[Path]
+) -> None:  # noqa: F811
     pipe = taskhub.pipeline("image-to-text", str(multimodal_models[name]))
     images = [hf_load_image(str(p)) for p in image_paths]
     prepared = caption_inputs(images, CaptionPromptParams(), pipe.context)
@@ -54,9 +56,14 @@ def test_pixel_values_equal_the_models_processor(name: str, multimodal_models: d
 
 
 @pytest.mark.parametrize("name", CAPTIONERS)
-@pytest.mark.parametrize("generate", [{"max_new_tokens": 9}, {"max_new_tokens": 7, "num_beams": 2}], ids=["greedy", "beams"])
+@pytest.mark.parametrize(
+    "generate", [{"max_new_tokens": 9}, {"max_new_tokens": 7, "num_beams": 2}], ids=["greedy", "beams"]
+)
 def test_batched_captions_equal_generate_by_hand(
-    name: str, generate: dict[str, int], multimodal_models: dict[str, Path], image_paths: list[Path]  # noqa: F811
+    name: str,
+    generate: dict[str, int],
+    multimodal_models: dict[str, Path],
+    image_paths: list[Path],  # noqa: F811
 ) -> None:
     got = taskhub.pipeline("image-to-text", str(multimodal_models[name]))([str(p) for p in image_paths], **generate)
     assert texts(got) == hf_captions(multimodal_models[name], image_paths, **generate)
@@ -65,15 +72,21 @@ def test_batched_captions_equal_generate_by_hand(
 
 def test_blip_prompt_starts_the_caption(multimodal_models: dict[str, Path], image_paths: list[Path]) -> None:  # noqa: F811
     path = multimodal_models["blip"]
-    got = taskhub.run_task("image-to-text", [str(p) for p in image_paths], model=str(path), prompt="a photo of", max_new_tokens=6)
+    got = taskhub.run_task(
+        "image-to-text", [str(p) for p in image_paths], model=str(path), prompt="a photo of", max_new_tokens=6
+    )
     want = hf_captions(path, image_paths, prompt="a photo of", max_new_tokens=6)
     assert texts(got) == want
     assert all(t[0].startswith("a photo of") for t in texts(got))
 
 
-def test_num_return_sequences_are_the_beams_best_first(multimodal_models: dict[str, Path], image_paths: list[Path]) -> None:  # noqa: F811
+def test_num_return_sequences_are_the_beams_best_first(
+    multimodal_models: dict[str, Path], image_paths: list[Path]
+) -> None:  # noqa: F811
     path = multimodal_models["vit_gpt2"]
-    got = taskhub.pipeline("image-to-text", str(path))(str(image_paths[0]), num_beams=3, num_return_sequences=2, max_new_tokens=6)
+    got = taskhub.pipeline("image-to-text", str(path))(
+        str(image_paths[0]), num_beams=3, num_return_sequences=2, max_new_tokens=6
+    )
     assert [r["generated_text"] for r in got] == hf_captions(
         path, image_paths[:1], num_beams=3, num_return_sequences=2, max_new_tokens=6
     )[0]
@@ -87,7 +100,9 @@ def test_stop_string_cuts_the_greedy_caption(multimodal_models: dict[str, Path],
     assert pipe(str(image_paths[1]), max_new_tokens=9, stop=stop)[0]["generated_text"] == full[: full.index(stop)]
 
 
-def test_seeded_sampling_repeats_and_follows_the_seed(multimodal_models: dict[str, Path], image_paths: list[Path]) -> None:  # noqa: F811
+def test_seeded_sampling_repeats_and_follows_the_seed(
+    multimodal_models: dict[str, Path], image_paths: list[Path]
+) -> None:  # noqa: F811
     pipe = taskhub.pipeline("image-to-text", str(multimodal_models["blip"]))
     draws = [texts(pipe([str(p) for p in image_paths], do_sample=True, seed=s, max_new_tokens=8)) for s in (1, 1, 2)]
     assert draws[0] == draws[1]
@@ -110,7 +125,9 @@ def test_bad_inputs_and_params(multimodal_models: dict[str, Path], image_paths: 
 
 
 def test_caption_job_records_a_corrupt_image_and_captions_the_rest(
-    multimodal_models: dict[str, Path], image_paths: list[Path], tmp_path: Path  # noqa: F811
+    multimodal_models: dict[str, Path],
+    image_paths: list[Path],
+    tmp_path: Path,  # noqa: F811
 ) -> None:
     """The shipped job manifest, with the tiny model and a folder holding one corrupt file."""
     job = yaml.safe_load(JOB.read_text())
@@ -137,7 +154,9 @@ def test_cli_captions_an_image_file(multimodal_models: dict[str, Path], image_pa
     path = str(multimodal_models["blip"])
     args = ["run", "image-to-text", str(image_paths[1]), "--model", path, "--param", "max_new_tokens=6", "--json"]
     assert main(args) == 0
-    assert json.loads(capsys.readouterr().out) == hf_captions_json(multimodal_models["blip"], image_paths[1], max_new_tokens=6)
+    assert json.loads(capsys.readouterr().out) == hf_captions_json(
+        multimodal_models["blip"], image_paths[1], max_new_tokens=6
+    )
 
 
 def hf_captions_json(path: Path, image: Path, **generate: Any) -> list[dict[str, str]]:
@@ -145,7 +164,9 @@ def hf_captions_json(path: Path, image: Path, **generate: Any) -> list[dict[str,
 
 
 def test_the_checkpoints_generation_config_applies_unless_the_caller_overrides_it(
-    multimodal_models: dict[str, Path], image_paths: list[Path], tmp_path: Path  # noqa: F811
+    multimodal_models: dict[str, Path],
+    image_paths: list[Path],
+    tmp_path: Path,  # noqa: F811
 ) -> None:
     """generate() reads num_beams and max_length (prompt included) from generation_config; so does taskhub."""
     path = tmp_path / "beamy"
@@ -156,5 +177,7 @@ def test_the_checkpoints_generation_config_applies_unless_the_caller_overrides_i
     pipe = taskhub.pipeline("image-to-text", str(path))
     images = [str(p) for p in image_paths]
     assert texts(pipe(images)) == hf_captions(path, image_paths)
-    assert texts(pipe(images, num_beams=1, max_new_tokens=8)) == hf_captions(path, image_paths, num_beams=1, max_new_tokens=8)
+    assert texts(pipe(images, num_beams=1, max_new_tokens=8)) == hf_captions(
+        path, image_paths, num_beams=1, max_new_tokens=8
+    )
     assert texts(pipe(images)) != texts(pipe(images, num_beams=1, max_new_tokens=8))

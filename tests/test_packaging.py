@@ -12,7 +12,18 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_wheel_ships_code_manifests_and_entry_points(tmp_path):
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", str(ROOT), "-w", str(tmp_path)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            str(ROOT),
+            "-w",
+            str(tmp_path),
+        ],
         check=True,
         timeout=600,
         capture_output=True,
@@ -21,7 +32,14 @@ def test_wheel_ships_code_manifests_and_entry_points(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     manifests = {p.relative_to(ROOT / "manifests").as_posix() for p in (ROOT / "manifests").rglob("*.yaml")}
     assert manifests and {f"taskhub_manifests/{m}" for m in manifests} <= names
-    for package in ("taskhub", "taskhub_text", "taskhub_textgen", "taskhub_vision", "taskhub_audio", "taskhub_multimodal"):
+    for package in (
+        "taskhub",
+        "taskhub_text",
+        "taskhub_textgen",
+        "taskhub_vision",
+        "taskhub_audio",
+        "taskhub_multimodal",
+    ):
         assert f"{package}/__init__.py" in names
     assert "taskhub/py.typed" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from fake_plugins import SHOUT, FakePlugin, installed, write_manifest
 
 import taskhub
 from taskhub.errors import BadInputError, ParamError, UnknownStageError, UnknownTaskError
-
-from fake_plugins import SHOUT, FakePlugin, installed, write_manifest
 
 
 @pytest.fixture

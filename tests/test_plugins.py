@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from fake_plugins import SHOUT, FakePlugin, installed, write_manifest
 
 import taskhub
 from taskhub import hookimpl
 from taskhub.errors import PluginError
 from taskhub.plugins import PluginHost
-
-from fake_plugins import SHOUT, FakePlugin, installed, write_manifest
 
 
 def test_builtin_plugins_load_through_entry_points():

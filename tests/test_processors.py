@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers.generation import logits_process as hf
-
 from taskhub_textgen import processors as ours
 from taskhub_textgen.config import GenerationConfig
+from transformers.generation import logits_process as hf
 
 BATCH, LENGTH, VOCAB, PROMPT = 4, 12, 50, 5
 DEVICE = torch.device("cpu")

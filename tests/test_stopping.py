@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 from fixtures_decoding import build_tokenizer
-
 from taskhub_textgen.stopping import IncrementalDetokenizer, StopFilter, cut_at_stop, find_stop
 
 TEXT = "Café 🙂 日本語 déjà vu ½ — ok"

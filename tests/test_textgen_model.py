@@ -21,8 +21,18 @@ from transformers import AutoModelForCausalLM
 
 from taskhub.errors import ModelNotAvailableError
 
-FP32_KINDS = ["gpt2", "llama", "llama_tied", "llama_linear", "llama_dynamic", "llama3", "llama_yarn",
-              "mistral", "qwen2", "llama_sharded"]
+FP32_KINDS = [
+    "gpt2",
+    "llama",
+    "llama_tied",
+    "llama_linear",
+    "llama_dynamic",
+    "llama3",
+    "llama_yarn",
+    "mistral",
+    "qwen2",
+    "llama_sharded",
+]
 NEW_TOKENS = 64
 
 
@@ -93,8 +103,15 @@ def test_greedy_matches_transformers_generate(textgen_checkpoints, kind):
     path = textgen_checkpoints[kind]
     ids, mask = left_padded([7, 3, 16], seed=3)
     with torch.no_grad():
-        ref = hf_model(path).generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=NEW_TOKENS,
-                                      min_new_tokens=NEW_TOKENS, pad_token_id=PAD, eos_token_id=EOS)
+        ref = hf_model(path).generate(
+            input_ids=ids,
+            attention_mask=mask,
+            do_sample=False,
+            max_new_tokens=NEW_TOKENS,
+            min_new_tokens=NEW_TOKENS,
+            pad_token_id=PAD,
+            eos_token_id=EOS,
+        )
     ours = greedy(NativeBackend.from_pretrained(path, dtype=torch.float32), ids, mask, NEW_TOKENS)
     assert torch.equal(ours, ref[:, ids.shape[1] :])
 
@@ -128,8 +145,9 @@ def test_bf16_loads_and_runs_close_to_transformers(textgen_checkpoints, kind):
     extended = torch.cat([ids, torch.tensor([[10, 11, 12], [20, 21, 22]])], 1)
     ext_mask = torch.cat([mask, torch.ones(2, 3, dtype=torch.long)], 1)
     with torch.no_grad():
-        ref = hf_model(path, torch.bfloat16)(input_ids=extended, attention_mask=ext_mask,
-                                             position_ids=positions_from_mask(ext_mask)).logits.float()
+        ref = hf_model(path, torch.bfloat16)(
+            input_ids=extended, attention_mask=ext_mask, position_ids=positions_from_mask(ext_mask)
+        ).logits.float()
     for i, logits in enumerate(ours):
         assert logits.dtype == torch.float32 and torch.isfinite(logits).all()
         expected = ref[:, ids.shape[1] - 1 + i]

@@ -84,9 +84,19 @@ def test_metrics_logprobs_and_stop_through_run_task(decoding_model_dirs):
 
 def test_sampling_controls_and_seed_through_run_task(decoding_model_dirs):
     path = str(decoding_model_dirs["llama"])
-    run = lambda seed: run_task(
-        "text-generation", PROMPTS, model=path, max_new_tokens=12, do_sample=True, top_p=0.9, temperature=0.8, seed=seed
-    )
+
+    def run(seed):
+        return run_task(
+            "text-generation",
+            PROMPTS,
+            model=path,
+            max_new_tokens=12,
+            do_sample=True,
+            top_p=0.9,
+            temperature=0.8,
+            seed=seed,
+        )
+
     assert run(5) == run(5)
     assert run(5) != run(6)
     two = run_task("text-generation", PROMPTS[0], model=path, max_new_tokens=8, num_beams=3, num_return_sequences=2)

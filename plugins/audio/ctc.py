@@ -40,9 +40,9 @@ def decode(tokenizer: Any, ids: list[int]) -> str:
 
 def offsets(audio_model: AudioModel, ids: list[int], level: str) -> list[dict[str, Any]]:
     """`level` ("char" or "word") pieces of the transcript with (start, end) in seconds."""
-    out = audio_model.tokenizer.decode(
-        ids, skip_special_tokens=False, **{f"output_{level}_offsets": True}
-    )[f"{level}_offsets"]
+    out = audio_model.tokenizer.decode(ids, skip_special_tokens=False, **{f"output_{level}_offsets": True})[
+        f"{level}_offsets"
+    ]
     ratio, rate = audio_model.samples_per_frame, audio_model.sampling_rate
     return [
         {"text": piece[level], "timestamp": (piece["start_offset"] * ratio / rate, piece["end_offset"] * ratio / rate)}

@@ -6,10 +6,7 @@ from typing import Any, Literal
 
 import torch
 from pydantic import Field
-from taskhub_textgen.backend import PromptBatch
-from taskhub_textgen.config import GenerationConfig, with_model_defaults
-from taskhub_textgen.generate import generate
-from taskhub_textgen.hf_backend import HFBackend
+from taskhub_textgen.api import GenerationConfig, HFBackend, PromptBatch, generate, with_model_defaults
 from transformers.models.whisper.tokenization_whisper import TO_LANGUAGE_CODE
 
 from taskhub.errors import ParamError
@@ -89,7 +86,7 @@ def transcribe(audio_model: AudioModel, chunks: list[Features], params: WhisperP
     results = generate(backend, batch, config)
     finish = set(config.finish_ids)
     out = []
-    for (best, *_) in results:
+    for best, *_ in results:
         ids = best.token_ids
         out.append(ids[:-1] if ids and ids[-1] in finish and best.finish_reason != "length" else ids)
     return out

@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from taskhub_textgen.backend import LogitsBackend
-from taskhub_textgen.hf_backend import ExtraInputs, HFBackend
+from taskhub_textgen.api import ExtraInputs, HFBackend, LogitsBackend
 
 from .loading import MultimodalModel
 

@@ -8,9 +8,7 @@ from typing import Any
 import torch
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
-from taskhub_textgen.config import GenerationConfig, with_model_defaults
-from taskhub_textgen.generate import Generation, finish_text
-from taskhub_textgen.stopping import cut_at_stop
+from taskhub_textgen.api import Generation, GenerationConfig, cut_at_stop, finish_text, with_model_defaults
 from taskhub_vision.images import map_in_threads
 from taskhub_vision.preprocess import DirectPath, run_processor
 

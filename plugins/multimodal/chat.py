@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
-from taskhub_textgen.config import GenerationConfig, with_model_defaults
+from taskhub_textgen.api import GenerationConfig, with_model_defaults
 
 from taskhub import StageContext
 from taskhub.errors import ParamError
@@ -48,7 +48,9 @@ def chat_inputs(items: list[Any], params: ChatInputParams, ctx: StageContext) ->
         )
     parsed = [parse(item, i) for i, item in enumerate(items)]
     images = decode_images(parsed)
-    return [build_prompt(mm, i, p, imgs, params.continue_final_message) for i, (p, imgs) in enumerate(zip(parsed, images))]
+    return [
+        build_prompt(mm, i, p, imgs, params.continue_final_message) for i, (p, imgs) in enumerate(zip(parsed, images))
+    ]
 
 
 def generate_chat(items: list[ChatPrompt], params: GenerationConfig, ctx: StageContext) -> list[ChatAnswer]:

@@ -5,9 +5,7 @@ from __future__ import annotations
 from collections.abc import Hashable
 
 import torch
-from taskhub_textgen.backend import PromptBatch
-from taskhub_textgen.config import GenerationConfig
-from taskhub_textgen.generate import Generation, generate
+from taskhub_textgen.api import Generation, GenerationConfig, PromptBatch, generate
 
 from .backends import backend_for
 from .loading import MultimodalModel

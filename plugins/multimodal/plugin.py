@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from importlib.resources import files
 
-from taskhub_textgen.config import GenerationConfig
+from taskhub_textgen.api import GenerationConfig
 
 from taskhub.hookspecs import hookimpl
 

@@ -65,7 +65,9 @@ def _check_chat(messages: list[Any], index: int) -> list[Any]:
         if isinstance(content, str):
             continue
         if not isinstance(content, list):
-            raise BadInputError(f"{where} has content of type {type(content).__name__}; expected a string or a list of parts.")
+            raise BadInputError(
+                f"{where} has content of type {type(content).__name__}; expected a string or a list of parts."
+            )
         for p, part in enumerate(content):
             kind = part.get("type") if isinstance(part, dict) else None
             if kind == "image":
@@ -122,7 +124,9 @@ def _with_images(messages: list[dict[str, Any]], images: list[Image.Image]) -> l
     for message in messages:
         content = message["content"]
         if isinstance(content, list):
-            content = [{"type": "image", "image": next(loaded)} if part["type"] == "image" else part for part in content]
+            content = [
+                {"type": "image", "image": next(loaded)} if part["type"] == "image" else part for part in content
+            ]
         out.append({**message, "content": content})
     return out
 
@@ -178,5 +182,9 @@ def build_prompt(
             )
     except (ValueError, TemplateError) as exc:
         raise BadInputError(f"Input {index} does not fit this model's processor: {exc}") from None
-    tensors = {k: v for k, v in encoded.items() if isinstance(v, torch.Tensor) and k not in ("input_ids", "attention_mask")}
-    return ChatPrompt(encoded["input_ids"][0].tolist(), tensors, parsed.echo, parsed.messages is not None, continue_final)
+    tensors = {
+        k: v for k, v in encoded.items() if isinstance(v, torch.Tensor) and k not in ("input_ids", "attention_mask")
+    }
+    return ChatPrompt(
+        encoded["input_ids"][0].tolist(), tensors, parsed.echo, parsed.messages is not None, continue_final
+    )

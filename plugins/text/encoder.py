@@ -42,7 +42,7 @@ class Linear(nn.Module):
         self.fused = fused_linear_available(self.weight.device, self.weight.dtype)
 
     @classmethod
-    def stacked(cls, parts: list[nn.Linear]) -> "Linear":
+    def stacked(cls, parts: list[nn.Linear]) -> Linear:
         """One linear computing several (query, key, value) side by side: out = concat of theirs."""
         joined = nn.Linear(parts[0].in_features, sum(p.out_features for p in parts), device=parts[0].weight.device)
         joined.weight = nn.Parameter(torch.cat([p.weight for p in parts]), requires_grad=False)

@@ -21,24 +21,55 @@ SUPPORTED_MODEL_TYPES = ("gpt2", *LLAMA_FAMILY)
 
 # transformers' config defaults for the optional keys a config.json may leave out
 _DEFAULTS: dict[str, dict[str, Any]] = {
-    "gpt2": {"layer_norm_epsilon": 1e-5, "activation_function": "gelu_new", "n_inner": None,
-             "tie_word_embeddings": True, "scale_attn_weights": True, "scale_attn_by_inverse_layer_idx": False},
-    "llama": {"rms_norm_eps": 1e-6, "hidden_act": "silu", "tie_word_embeddings": False,
-              "attention_bias": False, "mlp_bias": False, "max_position_embeddings": 2048},
-    "mistral": {"rms_norm_eps": 1e-6, "hidden_act": "silu", "tie_word_embeddings": False,
-                "sliding_window": 4096, "num_key_value_heads": 8, "max_position_embeddings": 131072},
-    "qwen2": {"rms_norm_eps": 1e-6, "hidden_act": "silu", "tie_word_embeddings": False,
-              "use_sliding_window": False, "sliding_window": 4096, "max_window_layers": 28,
-              "max_position_embeddings": 32768},
+    "gpt2": {
+        "layer_norm_epsilon": 1e-5,
+        "activation_function": "gelu_new",
+        "n_inner": None,
+        "tie_word_embeddings": True,
+        "scale_attn_weights": True,
+        "scale_attn_by_inverse_layer_idx": False,
+    },
+    "llama": {
+        "rms_norm_eps": 1e-6,
+        "hidden_act": "silu",
+        "tie_word_embeddings": False,
+        "attention_bias": False,
+        "mlp_bias": False,
+        "max_position_embeddings": 2048,
+    },
+    "mistral": {
+        "rms_norm_eps": 1e-6,
+        "hidden_act": "silu",
+        "tie_word_embeddings": False,
+        "sliding_window": 4096,
+        "num_key_value_heads": 8,
+        "max_position_embeddings": 131072,
+    },
+    "qwen2": {
+        "rms_norm_eps": 1e-6,
+        "hidden_act": "silu",
+        "tie_word_embeddings": False,
+        "use_sliding_window": False,
+        "sliding_window": 4096,
+        "max_window_layers": 28,
+        "max_position_embeddings": 32768,
+    },
 }
-_ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu",
-                "relu": "relu", "silu": "silu", "swish": "silu"}
+_ACTIVATIONS = {
+    "gelu_new": "gelu_tanh",
+    "gelu_pytorch_tanh": "gelu_tanh",
+    "gelu": "gelu",
+    "relu": "relu",
+    "silu": "silu",
+    "swish": "silu",
+}
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def _unsupported(why: str) -> ModelNotAvailableError:
-    return ModelNotAvailableError(f"The native decoder cannot run this checkpoint: {why}. "
-                                  "Load it through transformers instead.")
+    return ModelNotAvailableError(
+        f"The native decoder cannot run this checkpoint: {why}. Load it through transformers instead."
+    )
 
 
 def read_hf_config(path: str | Path) -> dict[str, Any]:
@@ -96,11 +127,23 @@ def transformer_config(hf: dict[str, Any]) -> TransformerConfig:
         if model_type == "gpt2":
             dim, n_heads = hf["n_embd"], hf["n_head"]
             return TransformerConfig(
-                vocab_size=hf["vocab_size"], dim=dim, n_layers=hf["n_layer"], n_heads=n_heads,
-                n_kv_heads=n_heads, head_dim=dim // n_heads, intermediate_size=hf["n_inner"] or 4 * dim,
-                max_position_embeddings=hf["n_positions"], norm="layernorm", norm_eps=hf["layer_norm_epsilon"],
-                activation=_activation(hf["activation_function"]), gated_mlp=False, learned_positions=True,
-                qkv_bias=True, out_bias=True, mlp_bias=True, tie_embeddings=hf["tie_word_embeddings"],
+                vocab_size=hf["vocab_size"],
+                dim=dim,
+                n_layers=hf["n_layer"],
+                n_heads=n_heads,
+                n_kv_heads=n_heads,
+                head_dim=dim // n_heads,
+                intermediate_size=hf["n_inner"] or 4 * dim,
+                max_position_embeddings=hf["n_positions"],
+                norm="layernorm",
+                norm_eps=hf["layer_norm_epsilon"],
+                activation=_activation(hf["activation_function"]),
+                gated_mlp=False,
+                learned_positions=True,
+                qkv_bias=True,
+                out_bias=True,
+                mlp_bias=True,
+                tie_embeddings=hf["tie_word_embeddings"],
                 attn_scale=None if hf["scale_attn_weights"] else 1.0,
                 scale_attn_by_inverse_layer_idx=hf["scale_attn_by_inverse_layer_idx"],
             )
@@ -109,12 +152,22 @@ def transformer_config(hf: dict[str, Any]) -> TransformerConfig:
         max_pos = hf["max_position_embeddings"]
         attention_bias = model_type == "qwen2" or hf.get("attention_bias", False)
         return TransformerConfig(
-            vocab_size=hf["vocab_size"], dim=hf["hidden_size"], n_layers=hf["num_hidden_layers"],
-            n_heads=n_heads, n_kv_heads=hf.get("num_key_value_heads") or n_heads, head_dim=head_dim,
-            intermediate_size=hf["intermediate_size"], max_position_embeddings=max_pos, norm="rmsnorm",
-            norm_eps=hf["rms_norm_eps"], activation=_activation(hf["hidden_act"]), gated_mlp=True,
-            rope=_rope_config(hf, head_dim, max_pos), qkv_bias=attention_bias,
-            out_bias=model_type == "llama" and attention_bias, mlp_bias=hf.get("mlp_bias", False),
+            vocab_size=hf["vocab_size"],
+            dim=hf["hidden_size"],
+            n_layers=hf["num_hidden_layers"],
+            n_heads=n_heads,
+            n_kv_heads=hf.get("num_key_value_heads") or n_heads,
+            head_dim=head_dim,
+            intermediate_size=hf["intermediate_size"],
+            max_position_embeddings=max_pos,
+            norm="rmsnorm",
+            norm_eps=hf["rms_norm_eps"],
+            activation=_activation(hf["hidden_act"]),
+            gated_mlp=True,
+            rope=_rope_config(hf, head_dim, max_pos),
+            qkv_bias=attention_bias,
+            out_bias=model_type == "llama" and attention_bias,
+            mlp_bias=hf.get("mlp_bias", False),
             tie_embeddings=hf["tie_word_embeddings"],
             sliding_windows=_sliding_windows(hf, model_type, hf["num_hidden_layers"]),
         )
@@ -141,9 +194,14 @@ def _gpt2_names(cfg: TransformerConfig) -> Iterator[tuple[str, list[str], bool]]
     yield "pos_embeddings.weight", ["wpe.weight"], False
     for i in range(cfg.n_layers):
         n, h = f"layers.{i}.", f"h.{i}."
-        for native, hf_name, conv in (("attention_norm", "ln_1", False), ("attention.wqkv", "attn.c_attn", True),
-                                      ("attention.wo", "attn.c_proj", True), ("mlp_norm", "ln_2", False),
-                                      ("mlp.w_up", "mlp.c_fc", True), ("mlp.w_down", "mlp.c_proj", True)):
+        for native, hf_name, conv in (
+            ("attention_norm", "ln_1", False),
+            ("attention.wqkv", "attn.c_attn", True),
+            ("attention.wo", "attn.c_proj", True),
+            ("mlp_norm", "ln_2", False),
+            ("mlp.w_up", "mlp.c_fc", True),
+            ("mlp.w_down", "mlp.c_proj", True),
+        ):
             yield n + native + ".weight", [h + hf_name + ".weight"], conv
             yield n + native + ".bias", [h + hf_name + ".bias"], False
     yield "norm.weight", ["ln_f.weight"], False
@@ -172,11 +230,13 @@ def _llama_names(cfg: TransformerConfig) -> Iterator[tuple[str, list[str], bool]
 
 def _resolver(files: dict[str, Path], prefix: str) -> Callable[[str], str | None]:
     """HF name without prefix -> the stored name (checkpoints differ in whether they keep the prefix)."""
+
     def resolve(name: str) -> str | None:
         for candidate in (prefix + name, name):
             if candidate in files:
                 return candidate
         return None
+
     return resolve
 
 

@@ -97,6 +97,15 @@ def make_norm(cfg: TransformerConfig) -> nn.Module:
     return RMSNorm(cfg.dim, cfg.norm_eps)
 
 
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, scale: float) -> torch.Tensor:
+    """Attention math of every cache layout: q [B, h, T, hd] over k, v [B, kvh, S, hd]; mask [B, 1, T, S] -> [B, h, T, hd].
+
+    The static cache and the engine's paged cache both call this, so a family's attention
+    variant (soft-capping, ...) is written once.
+    """
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=q.shape[1] != k.shape[1])
+
+
 class Attention(nn.Module):
     """Causal self-attention with fused qkv, RoPE or not, grouped-query heads, and a KV cache."""
 
@@ -127,7 +136,7 @@ class Attention(nn.Module):
         v = qkv[:, :, h + kvh :]
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, heads, T, hd]
         k, v = cache.update(self.layer, k, v)  # [B, kv_heads, S, hd], S = slots filled so far
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale, enable_gqa=h != kvh)
+        y = attend(q, k, v, mask, self.scale)
         y = y.transpose(1, 2).reshape(B, T, h * self.head_dim)  # [B, T, heads * hd]
         return self.wo(y)
 
@@ -201,9 +210,7 @@ class Transformer(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.tok_embeddings = nn.Embedding(cfg.vocab_size, cfg.dim)
-        self.pos_embeddings = (
-            nn.Embedding(cfg.max_position_embeddings, cfg.dim) if cfg.learned_positions else None
-        )
+        self.pos_embeddings = nn.Embedding(cfg.max_position_embeddings, cfg.dim) if cfg.learned_positions else None
         self.rotary = RotaryEmbedding(cfg.rope) if cfg.rope is not None else None
         self.layers = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layers))
         self.norm = make_norm(cfg)

@@ -45,9 +45,7 @@ class NativeBackend:
         self.valid = torch.ones(0, 1, dtype=torch.bool)  # [B, 1] decoded tokens are never padding
 
     @classmethod
-    def from_pretrained(
-        cls, path: str | Path, dtype: torch.dtype | None = None, device: str = "cpu"
-    ) -> NativeBackend:
+    def from_pretrained(cls, path: str | Path, dtype: torch.dtype | None = None, device: str = "cpu") -> NativeBackend:
         return cls(load_transformer(path, dtype=dtype, device=device))
 
     def prefill(self, batch: PromptBatch, max_new_tokens: int) -> torch.Tensor:

@@ -10,9 +10,7 @@ from typing import Any
 
 import torch
 from pydantic import Field, model_validator
-from taskhub_text.embeddings import embed
-from taskhub_text.loading import TextModel, load_text_model
-from taskhub_text.tokenize import encode_texts
+from taskhub_text.api import TextModel, embed, encode_texts, load_text_model
 
 from taskhub import StageContext
 from taskhub.errors import ModelNotAvailableError, ParamError

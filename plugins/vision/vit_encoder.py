@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from taskhub_text.encoder import EncoderConfig, Linear, fused_linear_available
+from taskhub_text.api import EncoderConfig, Linear, fused_linear_available
 from torch import nn
 from transformers import ViTForImageClassification, ViTModel
 from transformers.modeling_outputs import (

@@ -87,7 +87,9 @@ def _plan(job: JobManifest, src: _Source) -> _Plan:
         raise src.error(("dtype",), str(exc)) from None
     kind = entry.manifest.input
     if job.inputs.kind in ("jsonl", "csv") and job.inputs.field is None and kind != "object":
-        raise src.error(("inputs", "field"), f"required: task {job.task!r} takes {kind} inputs; name the field holding them")
+        raise src.error(
+            ("inputs", "field"), f"required: task {job.task!r} takes {kind} inputs; name the field holding them"
+        )
     try:
         reader = registry.readers.get(job.inputs.kind)
     except TaskhubError as exc:
@@ -129,7 +131,9 @@ def _scan(plan: _Plan, src: _Source, done: set[str]) -> tuple[int, int]:
         if repeated:
             _check_duplicates(plan, repeated)
     except OSError as exc:
-        raise src.error(("inputs", plan.job.inputs.kind), f"cannot read {plan.location}: {exc.strerror or exc}") from None
+        raise src.error(
+            ("inputs", plan.job.inputs.kind), f"cannot read {plan.location}: {exc.strerror or exc}"
+        ) from None
     if not hashes and plan.job.inputs.kind == "files":
         raise src.error(("inputs", "files"), f"{plan.location} matches no files")
     return len(hashes), skipped
@@ -178,7 +182,14 @@ def run_job(
     done = plan.writer.completed_ids(repair=not dry_run) if resume else set()
     total, skipped = _scan(plan, src, done)
     to_run = total - skipped if limit is None else min(limit, total - skipped)
-    head = {"job": job.job, "task": job.task, "executor": executor, "output": str(plan.output), "total": total, "skipped": skipped}
+    head = {
+        "job": job.job,
+        "task": job.task,
+        "executor": executor,
+        "output": str(plan.output),
+        "total": total,
+        "skipped": skipped,
+    }
     log = Progress(to_run, label=job.job, stream=None if quiet else sys.stderr)
     if dry_run:
         if executor == "ray" and importlib.util.find_spec("ray") is None:
@@ -218,5 +229,7 @@ def run_job(
     }
     log.say(summary_line(summary))
     if outcome.first_error and outcome.stopped == "error":
-        log.say(f"{job.job}: item {outcome.first_error['id']!r} failed: {outcome.first_error['type']}: {outcome.first_error['message']}")
+        log.say(
+            f"{job.job}: item {outcome.first_error['id']!r} failed: {outcome.first_error['type']}: {outcome.first_error['message']}"
+        )
     return summary

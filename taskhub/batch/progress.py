@@ -72,7 +72,9 @@ class Progress:
             line = f"\r{self.label} {share:4.0%} [{bar}] {counts} [{duration(elapsed)}<{eta}, {rate:.1f} items/s, errors {self.failed}]"
             self.stream.write(line)
         else:
-            self.stream.write(f"{self.label}: {counts} ({share:.0%}), {rate:.1f} items/s, ETA {eta}, errors {self.failed}\n")
+            self.stream.write(
+                f"{self.label}: {counts} ({share:.0%}), {rate:.1f} items/s, ETA {eta}, errors {self.failed}\n"
+            )
         self.stream.flush()
 
     def close(self) -> None:

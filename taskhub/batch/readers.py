@@ -138,7 +138,9 @@ def load_input(item: Item, kind: str, base: Path) -> Any:
         try:
             return json.loads(data)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise BadInputError(f"{path}: not a JSON file ({exc}); an object task reads one JSON object per file") from None
+            raise BadInputError(
+                f"{path}: not a JSON file ({exc}); an object task reads one JSON object per file"
+            ) from None
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -14,7 +14,9 @@ from taskhub import StageContext, hookimpl
 from taskhub.errors import BadInputError
 
 WORD = re.compile(r"[A-Za-z][A-Za-z-]{2,}")
-STOPWORDS = frozenset("the and for are was were with that this from have has had not but you your its they them their".split())
+STOPWORDS = frozenset(
+    "the and for are was were with that this from have has had not but you your its they them their".split()
+)
 
 
 class KeywordParams(BaseModel):
