@@ -85,6 +85,11 @@ class JobInputs(_Strict):
     path: str | None = Field(None, description="What `reader` reads (relative to the manifest)")
     field: str | None = Field(None, description="Field of a jsonl/csv record that holds the input")
     id_field: str | None = Field(None, description="Field of a jsonl/csv record that holds the item id")
+    follow_symlinks: bool = Field(
+        False, description="files: descend symlinked folders and read links that lead outside the glob's root"
+    )
+    max_line_bytes: int = Field(16 << 20, ge=1, description="Longest jsonl line / csv row accepted, in bytes")
+    max_file_bytes: int = Field(256 << 20, ge=1, description="Largest file a files item may be, in bytes")
 
     @model_validator(mode="after")
     def _exactly_one_source(self) -> JobInputs:
@@ -95,6 +100,8 @@ class JobInputs(_Strict):
             raise ValueError("reader and path go together: path is what the reader reads")
         if self.files and (self.field or self.id_field):
             raise ValueError("field and id_field apply to jsonl and csv inputs, not files")
+        if self.follow_symlinks and not self.files:
+            raise ValueError("follow_symlinks applies to files inputs only")
         return self
 
     @property

@@ -7,6 +7,7 @@ import os
 import sys
 import time
 from array import array
+from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -19,9 +20,10 @@ from ..manifest import JobManifest, _node_at, load_job_manifest, read_yaml
 from ..models import parse_dtype
 from ..pipeline import TaskPlan
 from ..plugins import get_registry
+from .guard import OutputLock, check_not_input, check_output_location, own_files
 from .local import run_local
 from .progress import Progress, summary_line
-from .readers import BatchReader
+from .readers import BatchReader, Item
 from .records import RunOutcome, WorkSpec
 from .writers import BatchWriter
 
@@ -95,7 +97,10 @@ def _plan(job: JobManifest, src: _Source) -> _Plan:
     except TaskhubError as exc:
         raise src.error(("inputs",), str(exc)) from None
     output = src.resolve(job.output)
+    location = src.resolve(job.inputs.location)
     try:
+        check_output_location(output)
+        check_not_input(output, location, job.inputs.kind)
         writer = registry.writers.get(output.suffix)(output)
     except TaskhubError as exc:
         raise src.error(("output",), str(exc)) from None
@@ -110,8 +115,17 @@ def _plan(job: JobManifest, src: _Source) -> _Plan:
         base=str(src.base),
         batch_size=job.batch_size,
         on_error=job.on_error,
+        max_file_bytes=job.inputs.max_file_bytes,
     )
-    return _Plan(job, spec, reader, src.resolve(job.inputs.location), writer, output)
+    return _Plan(job, spec, reader, location, writer, output)
+
+
+def _items(plan: _Plan) -> Iterator[Item]:
+    """The source's items, less the job's own output, lock and .bak files (a glob may cover them)."""
+    is_own = own_files(plan.output)
+    for item in plan.reader(plan.location, plan.job.inputs):
+        if not (item.is_path and isinstance(item.value, str) and is_own(item.value)):
+            yield item
 
 
 def _scan(plan: _Plan, src: _Source, done: set[str]) -> tuple[int, int]:
@@ -123,7 +137,7 @@ def _scan(plan: _Plan, src: _Source, done: set[str]) -> tuple[int, int]:
     hashes = array("q")
     skipped = 0
     try:
-        for item in plan.reader(plan.location, plan.job.inputs):
+        for item in _items(plan):
             hashes.append(hash(item.key))
             skipped += item.key in done
         ordered = np.sort(np.frombuffer(hashes, dtype=np.int64))
@@ -141,7 +155,7 @@ def _scan(plan: _Plan, src: _Source, done: set[str]) -> tuple[int, int]:
 
 def _check_duplicates(plan: _Plan, repeated: set[int]) -> None:
     positions: dict[str, list[int]] = {}
-    for n, item in enumerate(plan.reader(plan.location, plan.job.inputs), 1):
+    for n, item in enumerate(_items(plan), 1):
         if hash(item.key) in repeated:
             positions.setdefault(item.key, []).append(n)
     dups = {key: at for key, at in positions.items() if len(at) > 1}
@@ -179,30 +193,59 @@ def run_job(
     if workers < 1 or (limit is not None and limit < 0):
         raise ParamError(f"workers must be >= 1 and limit >= 0 (got workers={workers}, limit={limit})")
     plan = _plan(job, src)
-    done = plan.writer.completed_ids(repair=not dry_run) if resume else set()
+    lock = OutputLock(plan.output)
+    if dry_run:
+        lock.check_free()
+        return _dry_run(plan, src, executor, resume, limit, quiet)
+    with lock:
+        return _run(plan, src, executor, workers, resume, limit, quiet)
+
+
+def _counts(
+    plan: _Plan, src: _Source, executor: str, resume: bool, limit: int | None, repair: bool
+) -> tuple[set[str], dict[str, Any], int]:
+    """(ids already written, the summary's head, how many items this run does)."""
+    done = plan.writer.completed_ids(repair=repair) if resume else set()
     total, skipped = _scan(plan, src, done)
     to_run = total - skipped if limit is None else min(limit, total - skipped)
     head = {
-        "job": job.job,
-        "task": job.task,
+        "job": plan.job.job,
+        "task": plan.job.task,
         "executor": executor,
         "output": str(plan.output),
         "total": total,
         "skipped": skipped,
     }
+    return done, head, to_run
+
+
+def _dry_run(plan: _Plan, src: _Source, executor: str, resume: bool, limit: int | None, quiet: bool) -> dict[str, Any]:
+    _, head, to_run = _counts(plan, src, executor, resume, limit, repair=False)
+    if executor == "ray" and importlib.util.find_spec("ray") is None:
+        raise TaskhubError('the ray executor needs Ray Data: pip install "taskhub[ray]"')
+    log = Progress(to_run, label=plan.job.job, stream=None if quiet else sys.stderr)
+    log.say(
+        f"{plan.job.job}: manifest OK; {head['total']} inputs, {head['skipped']} already in the output, "
+        f"{to_run} to run (dry run)"
+    )
+    return {**head, "dry_run": True, "to_run": to_run}
+
+
+def _run(
+    plan: _Plan, src: _Source, executor: str, workers: int, resume: bool, limit: int | None, quiet: bool
+) -> dict[str, Any]:
+    """The job itself, run while this process holds the output's lock."""
+    job = plan.job
+    done, head, to_run = _counts(plan, src, executor, resume, limit, repair=True)
+    total, skipped = head["total"], head["skipped"]
     log = Progress(to_run, label=job.job, stream=None if quiet else sys.stderr)
-    if dry_run:
-        if executor == "ray" and importlib.util.find_spec("ray") is None:
-            raise TaskhubError('the ray executor needs Ray Data: pip install "taskhub[ray]"')
-        log.say(f"{job.job}: manifest OK; {total} inputs, {skipped} already in the output, {to_run} to run (dry run)")
-        return {**head, "dry_run": True, "to_run": to_run}
     moved = None if resume else plan.writer.move_aside()
     if moved:
         log.say(f"{job.job}: moved the old output to {moved}")
     if executor == "local" and workers > 1:
         log.say(f"{job.job}: the local executor runs one pipeline; workers={workers} applies to --executor ray")
     log.say(f"{job.job}: {total} inputs, {skipped} already in {plan.output}, {to_run} to run ({executor})")
-    todo = islice((item for item in plan.reader(plan.location, job.inputs) if item.key not in done), to_run)
+    todo = islice((item for item in _items(plan) if item.key not in done), to_run)
     start = time.monotonic()
     try:
         if executor == "ray":

@@ -3,24 +3,25 @@
 from __future__ import annotations
 
 import csv
-import glob
 import json
+import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from ..errors import BadInputError
 from ..manifest import JobInputs
-
-GLOB_CHARS = "*?["
+from .file_glob import glob_root, walk_glob
+from .resume import record_key
 
 
 @dataclass(frozen=True)
 class Item:
     """One input of a job before it is read: enough to identify it, and to load it later."""
 
-    id: str | int  # unique within the job; str(id) is what duplicate checks and resume compare
+    id: str | int  # unique within the job; `key` is what duplicate checks and resume compare
     ref: str  # the output record's "input": the file path, or the id for records
     value: Any = None  # a file path (when is_path) or the record's input value (JSON-ready)
     is_path: bool = False  # value names a file, read according to the task's input kind
@@ -28,7 +29,7 @@ class Item:
 
     @property
     def key(self) -> str:
-        return str(self.id)
+        return record_key(self.id)
 
 
 class BatchReader(Protocol):
@@ -43,33 +44,52 @@ class BatchReader(Protocol):
     def __call__(self, location: Path, inputs: JobInputs) -> Iterator[Item]: ...
 
 
-def glob_root(pattern: str) -> Path:
-    """The folder a glob starts from: its leading parts without glob characters."""
-    parts = Path(pattern).parts
-    fixed = []
-    for part in parts:
-        if any(c in part for c in GLOB_CHARS):
-            break
-        fixed.append(part)
-    return Path(*fixed).parent if len(fixed) == len(parts) else Path(*fixed)
-
-
 def read_files(location: Path, inputs: JobInputs) -> Iterator[Item]:
-    """One item per file matching the glob (``**`` recurses), in file-system order.
+    """One item per file matching the glob (``**`` recurses), in sorted order, never leaving the
+    glob's root through a symlink unless `inputs.follow_symlinks` (see file_glob).
 
     The id is the path relative to the glob's root folder; the record's input is the full path.
+    A file larger than `inputs.max_file_bytes`, or one that is not a regular file, fails alone.
     """
     root = glob_root(str(location))
-    for name in glob.iglob(str(location), recursive=True):
-        path = Path(name)
-        if path.is_file():
-            yield Item(path.relative_to(root).as_posix(), str(path), str(path), is_path=True)
+    for match in walk_glob(location, inputs.follow_symlinks):
+        path, problem = match.path, match.problem
+        if problem is None:
+            size = path.stat().st_size
+            if size > inputs.max_file_bytes:
+                problem = f"{path} is {size} bytes, over inputs.max_file_bytes ({inputs.max_file_bytes})"
+        yield Item(path.relative_to(root).as_posix(), str(path), str(path), is_path=True, problem=problem)
+
+
+def open_regular(location: Path, what: str) -> BinaryIO:
+    """Open a jsonl/csv source for reading, refusing what is not a regular file (a FIFO would block)."""
+    try:
+        mode = os.stat(location).st_mode
+    except OSError as exc:
+        raise BadInputError(f"cannot read {location}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file (a FIFO, socket or device)"
+        raise BadInputError(f"{location} is {kind}; expected a {what} file")
+    return open(location, "rb")
+
+
+def capped_lines(f: BinaryIO, location: Path, limit: int) -> Iterator[bytes]:
+    """The lines of `f`, each read with at most `limit` bytes in memory; a longer line stops the job."""
+    number = 0
+    while line := f.readline(limit + 1):
+        number += 1
+        if len(line) > limit and not (len(line) == limit + 1 and line.endswith(b"\n")):
+            raise BadInputError(
+                f"{location}:{number}: line longer than inputs.max_line_bytes ({limit} bytes); "
+                "raise max_line_bytes in the job's inputs if such lines are meant"
+            )
+        yield line
 
 
 def read_jsonl(location: Path, inputs: JobInputs) -> Iterator[Item]:
     """One item per non-blank line; the id is `id_field` or the line number (from 1)."""
-    with open(location, "rb") as f:
-        for number, raw in enumerate(f, 1):
+    with open_regular(location, "JSON Lines") as f:
+        for number, raw in enumerate(capped_lines(f, location, inputs.max_line_bytes), 1):
             where = f"{location}:{number}"
             try:
                 line = raw.decode("utf-8")
@@ -86,8 +106,9 @@ def read_jsonl(location: Path, inputs: JobInputs) -> Iterator[Item]:
 
 def read_csv(location: Path, inputs: JobInputs) -> Iterator[Item]:
     """One item per row after the header; the id is `id_field` or the row number (from 1)."""
-    with open(location, newline="", encoding="utf-8") as f:
-        rows = csv.DictReader(f)
+    with open_regular(location, "CSV") as f:
+        lines = (line.decode("utf-8") for line in capped_lines(f, location, inputs.max_line_bytes))
+        rows = csv.DictReader(lines)
         try:
             header = rows.fieldnames or []
             for name in (inputs.field, inputs.id_field):
@@ -97,6 +118,8 @@ def read_csv(location: Path, inputs: JobInputs) -> Iterator[Item]:
                 yield _record_item(row, number, inputs, f"{location}: row {number}")
         except UnicodeDecodeError as exc:
             raise BadInputError(f"{location}: not UTF-8 ({exc.reason}); expected a UTF-8 CSV file") from None
+        except csv.Error as exc:  # e.g. a field over the csv module's 131072-character limit
+            raise BadInputError(f"{location}: not a readable CSV file ({exc})") from None
 
 
 def _record_item(record: Any, number: int, inputs: JobInputs, where: str) -> Item:
@@ -118,7 +141,7 @@ def _record_item(record: Any, number: int, inputs: JobInputs, where: str) -> Ite
     return Item(item_id, str(item_id), record[inputs.field])
 
 
-def load_input(item: Item, kind: str, base: Path) -> Any:
+def load_input(item: Item, kind: str, base: Path, max_file_bytes: int) -> Any:
     """The task input of `item`: a file read per the task's input kind, or the record's value.
 
     text/chat files are read as UTF-8 text, object files as JSON, image/audio files are passed
@@ -133,7 +156,10 @@ def load_input(item: Item, kind: str, base: Path) -> Any:
     path = Path(item.value)
     if kind in ("image", "audio"):
         return str(path)
-    data = path.read_bytes()
+    with open_regular(path, f"{kind} input") as f:
+        data = f.read(max_file_bytes + 1)
+    if len(data) > max_file_bytes:
+        raise BadInputError(f"{path} is over inputs.max_file_bytes ({max_file_bytes} bytes)")
     if kind == "object":
         try:
             return json.loads(data)

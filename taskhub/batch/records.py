@@ -10,9 +10,11 @@ from itertools import islice
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from ..errors import BadInputError
 from ..pipeline import Pipeline
 from .progress import Progress
 from .readers import Item, load_input
+from .resume import record_key
 from .writers import BatchWriter
 
 T = TypeVar("T")
@@ -32,6 +34,7 @@ class WorkSpec:
     base: str  # the manifest's folder: relative paths in records resolve against it
     batch_size: int
     on_error: Literal["record", "stop"]
+    max_file_bytes: int  # a files item larger than this fails alone
 
 
 def build_pipeline(spec: WorkSpec) -> Pipeline:
@@ -58,6 +61,20 @@ def _error(exc: BaseException) -> dict[str, str]:
     return {"type": type(exc).__name__, "message": str(exc)}
 
 
+def _check_encodable(item: Item) -> None:
+    """An id no UTF-8 file can hold (an unpaired surrogate, e.g. from a file name that is not UTF-8)
+    fails its item; its record carries the id's escaped spelling, which resume matches."""
+    if item.key != str(item.id):
+        raise BadInputError(
+            f"id {item.key} is not valid Unicode (it holds an unpaired surrogate) and cannot be written; "
+            "ids must be UTF-8 text"
+        )
+
+
+def _storable(item_id: str | int) -> str | int:
+    return item_id if isinstance(item_id, int) else record_key(item_id)
+
+
 def run_batch(pipe: Pipeline, spec: WorkSpec, items: list[Item]) -> list[dict[str, Any]]:
     """One record per item, in order. If the batch raises, its items rerun one by one so only
     the bad ones fail; each failure is recorded as {"type", "message"}."""
@@ -67,7 +84,8 @@ def run_batch(pipe: Pipeline, spec: WorkSpec, items: list[Item]) -> list[dict[st
     seconds: dict[int, float] = {}
     for i, item in enumerate(items):
         try:
-            inputs[i] = load_input(item, spec.input_kind, Path(spec.base))
+            _check_encodable(item)
+            inputs[i] = load_input(item, spec.input_kind, Path(spec.base), spec.max_file_bytes)
         except Exception as exc:  # unreadable file, missing field: this item fails, the batch goes on
             errors[i] = _error(exc)
     outputs: dict[int, Any] = {}
@@ -85,8 +103,8 @@ def run_batch(pipe: Pipeline, spec: WorkSpec, items: list[Item]) -> list[dict[st
     elapsed = time.perf_counter() - start
     return [
         {
-            "id": item.id,
-            "input": item.ref,
+            "id": _storable(item.id),
+            "input": record_key(item.ref),
             "output": outputs.get(i),
             "error": errors.get(i),
             "metrics": {

@@ -4,12 +4,25 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import IO, Any, Protocol
 
 from ..api import to_json
 from ..errors import TaskhubError
+from .guard import OutputConflictError
 from .resume import move_aside, read_jsonl_ids
+
+PART_NAME = re.compile(r"^(part-\d{5}\.parquet|\.part-\d{5}\.tmp)$")
+
+
+def _utf8(text: str) -> bytes:
+    """UTF-8 bytes of JSON text; an unpaired surrogate (unencodable) is written as its JSON escape."""
+    return text.encode("utf-8", "backslashreplace")
+
+
+def _text(text: str) -> str:
+    return _utf8(text).decode("utf-8")
 
 
 class BatchWriter(Protocol):
@@ -37,6 +50,8 @@ class JsonlWriter:
     """One JSON record per line, appended per batch with flush + fsync; resume drops a torn last line."""
 
     def __init__(self, path: Path) -> None:
+        if path.exists() and not path.is_file():
+            raise OutputConflictError(f"output {path} exists and is not a regular file; a .jsonl output is one file")
         self.path = path
         self._file: IO[bytes] | None = None
 
@@ -50,7 +65,7 @@ class JsonlWriter:
         if self._file is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._file = open(self.path, "ab")
-        self._file.write("".join(to_json(r) + "\n" for r in records).encode("utf-8"))
+        self._file.write(_utf8("".join(to_json(r) + "\n" for r in records)))
         self._file.flush()
         os.fsync(self._file.fileno())
 
@@ -76,6 +91,16 @@ class ParquetWriter:
             import pyarrow  # noqa: F401
         except ImportError:
             raise TaskhubError(f"writing {path.name} needs pyarrow: pip install pyarrow (or write .jsonl)") from None
+        if path.exists() and not path.is_dir():
+            raise OutputConflictError(
+                f"output {path} is a file; a .parquet output is a folder of part files: choose another name"
+            )
+        foreign = [p.name for p in path.iterdir() if not PART_NAME.match(p.name)] if path.is_dir() else []
+        if foreign:
+            raise OutputConflictError(
+                f"output folder {path} holds files that are not part files ({', '.join(sorted(foreign)[:5])}); "
+                "it is left untouched: choose another output"
+            )
         self.path = path
         self._rows: list[dict[str, Any]] = []
 
@@ -90,7 +115,12 @@ class ParquetWriter:
                 tmp.unlink()
         ids: set[str] = set()
         for part in self._parts():
-            ids.update(pq.read_table(part, columns=["id"]).column("id").to_pylist())
+            try:
+                ids.update(pq.read_table(part, columns=["id"]).column("id").to_pylist())
+            except (OSError, KeyError, ValueError) as exc:
+                raise OutputConflictError(
+                    f"{part}: not a taskhub part file ({exc}); the output is left untouched"
+                ) from None
         return ids
 
     def move_aside(self) -> Path | None:
@@ -99,10 +129,10 @@ class ParquetWriter:
     def write(self, records: list[dict[str, Any]]) -> None:
         self._rows.extend(
             {
-                "id": str(r["id"]),
-                "input": r["input"],
-                "output": to_json(r["output"]),
-                "error": None if r["error"] is None else json.dumps(r["error"], ensure_ascii=False),
+                "id": _text(str(r["id"])),
+                "input": _text(r["input"]),
+                "output": _text(to_json(r["output"])),
+                "error": None if r["error"] is None else _text(json.dumps(r["error"], ensure_ascii=False)),
                 "metrics": json.dumps(r["metrics"]),
             }
             for r in records
