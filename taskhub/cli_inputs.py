@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import yaml
 
 from .errors import BadInputError, ParamError
+
+DEFAULT_MAX_INPUT_BYTES = 256 << 20
 
 
 def parse_param(text: str) -> tuple[str, Any]:
@@ -24,28 +28,76 @@ def parse_param(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
-def read_text_file(path: Path) -> str:
+def max_input_bytes() -> int:
+    """The most bytes one INPUT (a file or stdin) may hold: TASKHUB_MAX_INPUT_BYTES, default 256 MiB."""
+    raw = os.environ.get("TASKHUB_MAX_INPUT_BYTES", "")
     try:
-        return path.read_text(encoding="utf-8")
+        limit = int(raw) if raw else DEFAULT_MAX_INPUT_BYTES
+    except ValueError:
+        raise ParamError(f"TASKHUB_MAX_INPUT_BYTES must be a whole number of bytes, got {raw!r}") from None
+    if limit < 1:
+        raise ParamError(f"TASKHUB_MAX_INPUT_BYTES must be at least 1, got {limit}")
+    return limit
+
+
+def _read_capped(stream: BinaryIO, name: str) -> bytes:
+    limit = max_input_bytes()
+    data = stream.read(limit + 1)
+    if len(data) > limit:
+        raise BadInputError(f"{name} is over {limit} bytes; raise TASKHUB_MAX_INPUT_BYTES to allow more.")
+    return data
+
+
+def _decode(data: bytes, name: str) -> str:
+    try:
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise BadInputError(
-            f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}); expected a UTF-8 text file."
+            f"{name} is not UTF-8 text ({exc.reason} at byte {exc.start}); expected UTF-8 text."
         ) from None
+
+
+def read_text_file(path: Path) -> str:
+    try:
+        with path.open("rb") as f:
+            return _decode(_read_capped(f, str(path)), str(path))
     except OSError as exc:
         raise BadInputError(f"Cannot read {path}: {exc.strerror}.") from None
 
 
+def _path_kind(arg: str) -> str | None:
+    """ "file", "folder" or "special" (FIFO, socket, device) when `arg` names one; None when it names nothing.
+
+    Text that cannot be a path (too long, a NUL byte) names nothing: it is literal text."""
+    try:
+        mode = os.stat(arg).st_mode
+    except (OSError, ValueError):
+        return None
+    if stat.S_ISREG(mode):
+        return "file"
+    return "folder" if stat.S_ISDIR(mode) else "special"
+
+
 def cli_input(arg: str, kind: str) -> Any:
-    """One INPUT argument: literal text, a file path, or `-` for stdin, read as the task's input kind."""
+    """One INPUT argument: literal text, a regular file's path, or `-` for stdin, read as the task's input kind.
+
+    It is a file only if it names an existing regular file; a folder, FIFO or device is an
+    error (reading one would fail or block), anything else is literal text. Files and stdin
+    are capped at TASKHUB_MAX_INPUT_BYTES."""
+    found = None if arg == "-" else _path_kind(arg)
+    if found in ("folder", "special"):
+        what = "a folder" if found == "folder" else "not a regular file (a FIFO, socket or device)"
+        expected = f"a path to an {kind} file (or - for stdin)" if kind in ("image", "audio") else "text, a file or -"
+        raise BadInputError(f"{arg!r} is {what}; expected {expected}.")
     if kind in ("image", "audio"):
         if arg == "-":
-            return sys.stdin.buffer.read()
-        if not Path(arg).is_file():
+            return _read_capped(sys.stdin.buffer, "stdin")
+        if found != "file":
             raise BadInputError(f"{arg!r} is not a file; expected a path to an {kind} file (or - for stdin).")
         return arg
     if arg == "-":
-        text = sys.stdin.read()
-    elif Path(arg).is_file():
+        text = _decode(_read_capped(sys.stdin.buffer, "stdin"), "stdin")
+    elif found == "file":
         text = read_text_file(Path(arg))
     else:
         text = arg

@@ -34,6 +34,8 @@ EXPECTED = (
     'a numpy array at the model\'s sampling rate, or {"array": ndarray, "sampling_rate": int}'
 )
 MAX_CHANNELS = 8
+DEFAULT_MAX_SECONDS = 3600.0  # one input's longest duration; TASKHUB_MAX_AUDIO_SECONDS overrides it
+MAX_SOURCE_RATE = 192_000  # a file's frames are capped at the longest duration at this rate
 # libsndfile notes a chunk that claims more bytes than the file holds as "data : N (should be M)".
 _SHORT_CHUNK = re.compile(r"^\s*(\w+)\s*: (\d+) \(should be (\d+)\)", re.MULTILINE)
 _UNKNOWN_SIZE = 0xFFFFFFFF  # streaming writers that never went back to fill in the size
@@ -42,11 +44,11 @@ _UNKNOWN_SIZE = 0xFFFFFFFF  # streaming writers that never went back to fill in 
 def load_audio(value: Any, index: int, target_rate: int) -> np.ndarray:
     """One input as a 1-D float32 waveform at `target_rate`; BadInputError naming the input otherwise."""
     if isinstance(value, (str, os.PathLike)):
-        samples, rate = _read_path(Path(value), index)
         name = f"Input {index} ({value})"
+        samples, rate = _read_path(Path(value), name, target_rate)
     elif isinstance(value, (bytes, bytearray, memoryview)):
         name = f"Input {index} (bytes)"
-        samples, rate = _read_file(io.BytesIO(bytes(value)), name)
+        samples, rate = _read_file(io.BytesIO(bytes(value)), name, target_rate)
     elif isinstance(value, dict):
         samples, rate = _from_dict(value, index)
         name = f"Input {index}"
@@ -56,6 +58,7 @@ def load_audio(value: Any, index: int, target_rate: int) -> np.ndarray:
     else:
         raise BadInputError(f"Input {index} is a {type(value).__name__}; {EXPECTED}.")
     mono = _to_mono(samples, name)
+    check_length(mono.size, rate, target_rate, name)
     if mono.size == 0:
         raise BadInputError(f"{name} is empty audio (0 samples); expected at least one sample.")
     if not np.isfinite(mono).all():
@@ -65,14 +68,38 @@ def load_audio(value: Any, index: int, target_rate: int) -> np.ndarray:
     return np.ascontiguousarray(mono, dtype=np.float32)
 
 
-def _read_path(path: Path, index: int) -> tuple[np.ndarray, int]:
+def max_seconds() -> float:
+    """The longest audio one input may be: TASKHUB_MAX_AUDIO_SECONDS, default one hour."""
+    raw = os.environ.get("TASKHUB_MAX_AUDIO_SECONDS", "")
+    try:
+        limit = float(raw) if raw else DEFAULT_MAX_SECONDS
+    except ValueError:
+        limit = -1.0
+    if not limit > 0 or limit == float("inf"):
+        raise BadInputError(f"TASKHUB_MAX_AUDIO_SECONDS must be a positive number of seconds, got {raw!r}.")
+    return limit
+
+
+def check_length(frames: int, rate: int, target_rate: int, name: str) -> None:
+    """Refuse audio longer than `max_seconds()` before it is read or resampled, so the memory it
+    needs is bounded: a header declaring a 1 Hz rate must not ask for gigabytes after resampling."""
+    limit = max_seconds()
+    seconds = frames / rate
+    if seconds > limit or frames > limit * MAX_SOURCE_RATE:
+        raise BadInputError(
+            f"{name} is {seconds:.0f} s of audio ({frames} samples at {rate} Hz); the limit is {limit:.0f} s "
+            "per input (set TASKHUB_MAX_AUDIO_SECONDS to allow more)."
+        )
+
+
+def _read_path(path: Path, name: str, target_rate: int) -> tuple[np.ndarray, int]:
     if not path.is_file():
-        raise BadInputError(f"Input {index}: {str(path)!r} is not an existing file; {EXPECTED}.")
+        raise BadInputError(f"{name} is not an existing file (or not a regular one); {EXPECTED}.")
     with path.open("rb") as handle:
-        return _read_file(handle, f"Input {index} ({path})")
+        return _read_file(handle, name, target_rate)
 
 
-def _read_file(handle: Any, name: str) -> tuple[np.ndarray, int]:
+def _read_file(handle: Any, name: str, target_rate: int) -> tuple[np.ndarray, int]:
     """Decode with soundfile; a file that is cut short is an error, not silently half the audio."""
     if handle.seek(0, io.SEEK_END) == 0:
         raise BadInputError(f"{name} is an empty file (0 bytes); {EXPECTED}.")
@@ -83,6 +110,7 @@ def _read_file(handle: Any, name: str) -> tuple[np.ndarray, int]:
         raise BadInputError(f"{name} is not readable audio ({_reason(exc)}); {EXPECTED}.") from None
     with audio:
         declared, log, rate = audio.frames, audio.extra_info, audio.samplerate
+        check_length(declared, rate, target_rate, name)
         try:
             samples = audio.read(dtype="float32", always_2d=True)  # [frames, channels]
         except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
