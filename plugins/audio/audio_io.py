@@ -87,7 +87,7 @@ def check_length(frames: int, rate: int, target_rate: int, name: str) -> None:
     seconds = frames / rate
     if seconds > limit or frames > limit * MAX_SOURCE_RATE:
         raise BadInputError(
-            f"{name} is {seconds:.0f} s of audio ({frames} samples at {rate} Hz); the limit is {limit:.0f} s "
+            f"{name} is {seconds:g} s of audio ({frames} samples at {rate} Hz); the limit is {limit:g} s "
             "per input (set TASKHUB_MAX_AUDIO_SECONDS to allow more)."
         )
 
