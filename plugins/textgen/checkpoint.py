@@ -326,7 +326,7 @@ _GEMMA_NORMS = {
 }
 
 
-def _llama_names(cfg: TransformerConfig, model_type: str) -> Iterator[tuple[str, list[str], bool]]:
+def llama_names(cfg: TransformerConfig, model_type: str) -> Iterator[tuple[str, list[str], bool]]:
     """(native name, HF names to concatenate, transpose) for every Llama-family, Phi-3 and Gemma tensor.
 
     Phi-3 stores q, k, v as one qkv_proj and gate, up as one gate_up_proj: the native layout already.
@@ -378,7 +378,7 @@ def load_transformer(path: str | Path, dtype: torch.dtype | None = None, device:
     files = _weight_files(path)
     is_gpt2 = hf["model_type"] == "gpt2"
     resolve = _resolver(files, "transformer." if is_gpt2 else "model.")
-    names = list(_gpt2_names(cfg) if is_gpt2 else _llama_names(cfg, hf["model_type"]))
+    names = list(_gpt2_names(cfg) if is_gpt2 else llama_names(cfg, hf["model_type"]))
     if not cfg.tie_embeddings:
         names.append(("output.weight", ["lm_head.weight"], False))
     state: dict[str, torch.Tensor] = {}
@@ -397,6 +397,11 @@ def load_transformer(path: str | Path, dtype: torch.dtype | None = None, device:
         for native, hf_names, transpose in names:
             tensor = torch.cat([read(n) for n in hf_names]) if len(hf_names) > 1 else read(hf_names[0])
             state[native] = tensor.t().contiguous() if transpose else tensor
+    return build_transformer(cfg, state, device)
+
+
+def build_transformer(cfg: TransformerConfig, state: dict[str, torch.Tensor], device: str = "cpu") -> Transformer:
+    """The native model holding `state` (native tensor names; the output head may be left out when tied)."""
     if cfg.tie_embeddings:
         state["output.weight"] = state["tok_embeddings.weight"]
     with torch.device("meta"):

@@ -79,6 +79,20 @@ def _has_safetensors(path: Path) -> bool:
     return any(path.glob("*.safetensors"))
 
 
+def load_gguf_lm(source: ModelSource) -> TextGenModel:
+    """A .gguf file on the native decoder, with the tokenizer its metadata describes."""
+    from .gguf import load_gguf_tokenizer, load_gguf_transformer, read_gguf_config
+
+    if source.options.get("backend", "auto") == "transformers":
+        raise ModelNotAvailableError("GGUF files load on the native decoder only; use backend auto or native.")
+    config = read_gguf_config(source.path)
+    transformer = load_gguf_transformer(source.path, dtype=source.dtype, device=source.device)
+    generation_config = HFGenerationConfig(**{k: config[k] for k in SPECIAL_IDS if config.get(k) is not None})
+    tokenizer = load_gguf_tokenizer(source.path)
+    make: Callable[[], LogitsBackend] = partial(NativeBackend, transformer)
+    return TextGenModel(make, tokenizer, config, generation_config, torch.device(source.device), native=True)
+
+
 def load_generative_lm(source: ModelSource) -> TextGenModel:
     """A causal or encoder-decoder LM with its tokenizer.
 
@@ -86,6 +100,8 @@ def load_generative_lm(source: ModelSource) -> TextGenModel:
     transformers), "native" or "transformers".
     """
     path = Path(source.path)
+    if path.suffix == ".gguf" and path.is_file():
+        return load_gguf_lm(source)
     try:
         config = json.loads((path / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
