@@ -65,9 +65,10 @@ def default_device(device: str | None) -> str:
 
 
 def resolve_model_path(model_id: str, revision: str | None, registry: Registry, allow_pickle: bool = False) -> Path:
-    """A local directory holding `model_id`: given as a path, packaged by a plugin, or from the hub cache."""
+    """A local directory (or single-file checkpoint, e.g. .gguf) holding `model_id`: given as a path,
+    packaged by a plugin, or from the hub cache."""
     local = Path(model_id).expanduser()
-    if local.is_dir():
+    if local.is_dir() or local.is_file():
         return local
     if model_id in registry.local_models and revision in (None, "main"):
         return registry.local_models.get(model_id)

@@ -16,8 +16,9 @@ from taskhub.errors import ModelNotAvailableError
 from .model import Transformer, TransformerConfig
 from .rope import ROPE_TYPES, RopeConfig
 
-LLAMA_FAMILY = ("llama", "mistral", "qwen2")
-SUPPORTED_MODEL_TYPES = ("gpt2", *LLAMA_FAMILY)
+LLAMA_FAMILY = ("llama", "mistral", "qwen2", "phi3")
+GEMMA_FAMILY = ("gemma2", "gemma3_text")
+SUPPORTED_MODEL_TYPES = ("gpt2", *LLAMA_FAMILY, *GEMMA_FAMILY)
 
 # transformers' config defaults for the optional keys a config.json may leave out
 _DEFAULTS: dict[str, dict[str, Any]] = {
@@ -54,6 +55,43 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
         "max_window_layers": 28,
         "max_position_embeddings": 32768,
     },
+    "phi3": {
+        "rms_norm_eps": 1e-5,
+        "hidden_act": "silu",
+        "tie_word_embeddings": False,
+        "max_position_embeddings": 4096,
+        "original_max_position_embeddings": 4096,
+        "sliding_window": None,
+    },
+    "gemma2": {
+        "rms_norm_eps": 1e-6,
+        "hidden_activation": "gelu_pytorch_tanh",
+        "tie_word_embeddings": True,
+        "head_dim": 256,
+        "num_key_value_heads": 4,
+        "max_position_embeddings": 8192,
+        "query_pre_attn_scalar": 256,
+        "sliding_window": 4096,
+        "final_logit_softcapping": 30.0,
+        "attn_logit_softcapping": 50.0,
+        "attention_bias": False,
+        "sliding_window_pattern": 2,
+    },
+    "gemma3_text": {
+        "rms_norm_eps": 1e-6,
+        "hidden_activation": "gelu_pytorch_tanh",
+        "tie_word_embeddings": True,
+        "head_dim": 256,
+        "num_key_value_heads": 4,
+        "max_position_embeddings": 131072,
+        "query_pre_attn_scalar": 256,
+        "sliding_window": 4096,
+        "final_logit_softcapping": None,
+        "attention_bias": False,
+        "sliding_window_pattern": 6,
+        "rope_theta": 1_000_000.0,
+        "rope_local_base_freq": 10_000.0,
+    },
 }
 _ACTIVATIONS = {
     "gelu_new": "gelu_tanh",
@@ -86,26 +124,46 @@ def _activation(name: str) -> str:
     return _ACTIVATIONS[name]
 
 
-def _rope_config(hf: dict[str, Any], head_dim: int, max_pos: int) -> RopeConfig:
-    """RoPE from `rope_parameters` (transformers v5) or `rope_theta` + `rope_scaling` (older configs)."""
-    params = dict(hf.get("rope_parameters") or hf.get("rope_scaling") or {})
+def _rope_config(hf: dict[str, Any], head_dim: int, max_pos: int, params: dict[str, Any] | None = None) -> RopeConfig:
+    """RoPE from `rope_parameters` (transformers v5) or `rope_theta` + `rope_scaling` (older configs).
+
+    `params` overrides where the parameters live (Gemma 3 nests one dict per layer type).
+    """
+    if params is None:
+        params = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
+    params = dict(params)
     rope_type = params.pop("rope_type", params.pop("type", "default"))
     theta = params.pop("rope_theta", hf.get("rope_theta", 10000.0))
+    if hf.get("model_type") == "phi3" and rope_type in ("su", "yarn"):  # Phi-3's legacy names of LongRoPE
+        rope_type = "longrope"
     if rope_type not in ROPE_TYPES:
         raise _unsupported(f"rope type {rope_type!r} (supported: {', '.join(ROPE_TYPES)})")
-    if params.get("partial_rotary_factor", hf.get("partial_rotary_factor", 1.0)) != 1.0:
-        raise _unsupported("partial rotary embeddings")
-    if rope_type in ("llama3", "yarn"):
+    rotary_dim = int(head_dim * params.pop("partial_rotary_factor", hf.get("partial_rotary_factor", 1.0)))
+    if rope_type == "longrope" and not ("short_factor" in params and "long_factor" in params):
+        raise _unsupported("longrope without short_factor and long_factor")
+    if rope_type in ("llama3", "yarn", "longrope"):
         if "original_max_position_embeddings" in hf:  # transformers gives the top-level key priority
             params["original_max_position_embeddings"] = hf["original_max_position_embeddings"]
         params.setdefault("original_max_position_embeddings", max_pos)
-    return RopeConfig(rope_type, float(theta), head_dim, max_pos, params)
+    return RopeConfig(rope_type, float(theta), rotary_dim, max_pos, params)
+
+
+def _layer_types(hf: dict[str, Any], n_layers: int) -> list[str]:
+    """Gemma's per-layer attention kinds: config.json's layer_types, else every `pattern`-th layer global."""
+    pattern = hf["sliding_window_pattern"]
+    default = ["sliding_attention" if (i + 1) % pattern else "full_attention" for i in range(n_layers)]
+    return hf.get("layer_types") or default
 
 
 def _sliding_windows(hf: dict[str, Any], model_type: str, n_layers: int) -> tuple[int | None, ...]:
     """Per-layer window: Mistral windows every layer; Qwen2 the layers its layer_types mark sliding."""
-    if model_type == "mistral" and hf["sliding_window"] is not None:
+    if model_type in ("mistral", "phi3") and hf["sliding_window"] is not None:
         return (hf["sliding_window"],) * n_layers
+    if model_type in GEMMA_FAMILY:
+        window = hf["sliding_window"]
+        if window is None:
+            raise _unsupported("a Gemma config with sliding_window null")
+        return tuple(window if t == "sliding_attention" else None for t in _layer_types(hf, n_layers))
     if model_type == "qwen2":
         window = hf["sliding_window"] if hf["use_sliding_window"] else None
         types = hf.get("layer_types") or [
@@ -117,6 +175,54 @@ def _sliding_windows(hf: dict[str, Any], model_type: str, n_layers: int) -> tupl
     return ()
 
 
+def _gemma_config(hf: dict[str, Any], model_type: str) -> TransformerConfig:
+    """Gemma 2 and Gemma 3 (text): Llama's shape plus sandwich norms, (1 + w) RMSNorm, sqrt(dim) embeddings,
+    query_pre_attn_scalar, soft-capping (Gemma 2), QK-norm and a separate local RoPE base (Gemma 3)."""
+    if hf.get("use_bidirectional_attention"):
+        raise _unsupported("bidirectional attention (an encoder, not a decoder)")
+    head_dim, max_pos, n_layers = hf["head_dim"], hf["max_position_embeddings"], hf["num_hidden_layers"]
+    gemma3 = model_type == "gemma3_text"
+    local_rope = None
+    if gemma3:
+        nested = hf.get("rope_parameters") or {}
+        if "full_attention" in nested:
+            global_params, local_params = nested["full_attention"], nested.get("sliding_attention")
+        else:  # older configs: rope_theta (+ rope_scaling) for global layers, rope_local_base_freq for local ones
+            global_params = {**(hf.get("rope_scaling") or {}), "rope_theta": hf["rope_theta"]}
+            local_params = None
+        local_params = local_params or {"rope_type": "default", "rope_theta": hf["rope_local_base_freq"]}
+        rope = _rope_config(hf, head_dim, max_pos, global_params)
+        local_rope = _rope_config(hf, head_dim, max_pos, local_params)
+    else:
+        rope = _rope_config(hf, head_dim, max_pos)
+    return TransformerConfig(
+        vocab_size=hf["vocab_size"],
+        dim=hf["hidden_size"],
+        n_layers=n_layers,
+        n_heads=hf["num_attention_heads"],
+        n_kv_heads=hf["num_key_value_heads"],
+        head_dim=head_dim,
+        intermediate_size=hf["intermediate_size"],
+        max_position_embeddings=max_pos,
+        norm="gemma_rmsnorm",
+        norm_eps=hf["rms_norm_eps"],
+        activation=_activation(hf["hidden_activation"]),
+        gated_mlp=True,
+        rope=rope,
+        qkv_bias=hf["attention_bias"],
+        out_bias=hf["attention_bias"],
+        tie_embeddings=hf["tie_word_embeddings"],
+        attn_scale=float(hf["query_pre_attn_scalar"]) ** -0.5,
+        sliding_windows=_sliding_windows(hf, model_type, n_layers),
+        local_rope=local_rope,
+        sandwich_norms=True,
+        qk_norm=gemma3,
+        embed_scale=hf["hidden_size"] ** 0.5,
+        attn_softcap=None if gemma3 else hf["attn_logit_softcapping"],  # transformers' Gemma 3 never caps scores
+        final_softcap=hf["final_logit_softcapping"],
+    )
+
+
 def transformer_config(hf: dict[str, Any]) -> TransformerConfig:
     """Map a Hugging Face config dict to TransformerConfig; ModelNotAvailableError when not covered."""
     model_type = hf.get("model_type")
@@ -124,6 +230,8 @@ def transformer_config(hf: dict[str, Any]) -> TransformerConfig:
         raise _unsupported(f"model_type {model_type!r} (supported: {', '.join(SUPPORTED_MODEL_TYPES)})")
     hf = {**_DEFAULTS[model_type], **hf}
     try:
+        if model_type in GEMMA_FAMILY:
+            return _gemma_config(hf, model_type)
         if model_type == "gpt2":
             dim, n_heads = hf["n_embd"], hf["n_head"]
             return TransformerConfig(
@@ -208,22 +316,42 @@ def _gpt2_names(cfg: TransformerConfig) -> Iterator[tuple[str, list[str], bool]]
     yield "norm.bias", ["ln_f.bias"], False
 
 
-def _llama_names(cfg: TransformerConfig) -> Iterator[tuple[str, list[str], bool]]:
-    """(native name, HF names to concatenate, transpose) for every Llama-family tensor."""
+# native norm -> HF norm of each layer; Gemma's post_attention_layernorm is a sandwich norm, Llama's the MLP's
+_LLAMA_NORMS = {"attention_norm": "input_layernorm", "mlp_norm": "post_attention_layernorm"}
+_GEMMA_NORMS = {
+    "attention_norm": "input_layernorm",
+    "post_attention_norm": "post_attention_layernorm",
+    "mlp_norm": "pre_feedforward_layernorm",
+    "post_mlp_norm": "post_feedforward_layernorm",
+}
+
+
+def llama_names(cfg: TransformerConfig, model_type: str) -> Iterator[tuple[str, list[str], bool]]:
+    """(native name, HF names to concatenate, transpose) for every Llama-family, Phi-3 and Gemma tensor.
+
+    Phi-3 stores q, k, v as one qkv_proj and gate, up as one gate_up_proj: the native layout already.
+    """
+    fused = model_type == "phi3"
+    norms = _GEMMA_NORMS if model_type in GEMMA_FAMILY else _LLAMA_NORMS
     yield "tok_embeddings.weight", ["embed_tokens.weight"], False
     for i in range(cfg.n_layers):
         n, h = f"layers.{i}.", f"layers.{i}."
         attn, mlp = h + "self_attn.", h + "mlp."
-        yield n + "attention_norm.weight", [h + "input_layernorm.weight"], False
-        yield n + "mlp_norm.weight", [h + "post_attention_layernorm.weight"], False
-        yield n + "attention.wqkv.weight", [attn + p + "_proj.weight" for p in "qkv"], False
+        for native, hf_norm in norms.items():
+            yield n + native + ".weight", [h + hf_norm + ".weight"], False
+        if cfg.qk_norm:
+            yield n + "attention.q_norm.weight", [attn + "q_norm.weight"], False
+            yield n + "attention.k_norm.weight", [attn + "k_norm.weight"], False
+        qkv = [attn + "qkv_proj"] if fused else [attn + p + "_proj" for p in "qkv"]
+        yield n + "attention.wqkv.weight", [name + ".weight" for name in qkv], False
         if cfg.qkv_bias:
-            yield n + "attention.wqkv.bias", [attn + p + "_proj.bias" for p in "qkv"], False
+            yield n + "attention.wqkv.bias", [name + ".bias" for name in qkv], False
         yield n + "attention.wo.weight", [attn + "o_proj.weight"], False
         if cfg.out_bias:
             yield n + "attention.wo.bias", [attn + "o_proj.bias"], False
+        gate_up = [mlp + "gate_up_proj"] if fused else [mlp + "gate_proj", mlp + "up_proj"]
         for suffix in ("weight", "bias") if cfg.mlp_bias else ("weight",):
-            yield n + f"mlp.w_up.{suffix}", [mlp + f"gate_proj.{suffix}", mlp + f"up_proj.{suffix}"], False
+            yield n + f"mlp.w_up.{suffix}", [f"{name}.{suffix}" for name in gate_up], False
             yield n + f"mlp.w_down.{suffix}", [mlp + f"down_proj.{suffix}"], False
     yield "norm.weight", ["norm.weight"], False
 
@@ -250,7 +378,7 @@ def load_transformer(path: str | Path, dtype: torch.dtype | None = None, device:
     files = _weight_files(path)
     is_gpt2 = hf["model_type"] == "gpt2"
     resolve = _resolver(files, "transformer." if is_gpt2 else "model.")
-    names = list(_gpt2_names(cfg) if is_gpt2 else _llama_names(cfg))
+    names = list(_gpt2_names(cfg) if is_gpt2 else llama_names(cfg, hf["model_type"]))
     if not cfg.tie_embeddings:
         names.append(("output.weight", ["lm_head.weight"], False))
     state: dict[str, torch.Tensor] = {}
@@ -269,6 +397,11 @@ def load_transformer(path: str | Path, dtype: torch.dtype | None = None, device:
         for native, hf_names, transpose in names:
             tensor = torch.cat([read(n) for n in hf_names]) if len(hf_names) > 1 else read(hf_names[0])
             state[native] = tensor.t().contiguous() if transpose else tensor
+    return build_transformer(cfg, state, device)
+
+
+def build_transformer(cfg: TransformerConfig, state: dict[str, torch.Tensor], device: str = "cpu") -> Transformer:
+    """The native model holding `state` (native tensor names; the output head may be left out when tied)."""
     if cfg.tie_embeddings:
         state["output.weight"] = state["tok_embeddings.weight"]
     with torch.device("meta"):

@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from taskhub.errors import ParamError
+from taskhub.errors import BadInputError, ParamError
+
+# Bounds every request is held to before any model runs (named in the errors they raise).
+MAX_NEW_TOKENS = 1 << 20  # beyond any context a model here supports; the model's own context is checked too
+MAX_BEAMS = 64  # num_beams and num_return_sequences: each is a full row of KV cache
+MAX_LOGPROBS = 20  # top-N alternatives per token (the OpenAI API's cap)
+MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit value
+# fields holding token ids the caller may name; each must be a row of the model's logits
+TOKEN_ID_FIELDS = (
+    "logit_bias",
+    "bad_words_ids",
+    "suppress_tokens",
+    "begin_suppress_tokens",
+    "forced_bos_token_id",
+    "forced_eos_token_id",
+    "stop_token_ids",
+)
 
 
 class GenerationConfig(BaseModel):
@@ -16,9 +33,9 @@ class GenerationConfig(BaseModel):
     with `do_sample=True` means greedy, as in the OpenAI API.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # no inf/NaN penalty, bias or temperature
 
-    max_new_tokens: int = Field(64, ge=0)
+    max_new_tokens: int = Field(64, ge=0, le=MAX_NEW_TOKENS)
     min_new_tokens: int = Field(0, ge=0)
     do_sample: bool = False
     temperature: float = Field(1.0, ge=0.0)
@@ -36,17 +53,17 @@ class GenerationConfig(BaseModel):
     forced_eos_token_id: int | None = None
     suppress_tokens: list[int] | None = None
     begin_suppress_tokens: list[int] | None = None
-    num_beams: int = Field(1, ge=1)
+    num_beams: int = Field(1, ge=1, le=MAX_BEAMS)
     length_penalty: float = 1.0
     early_stopping: bool | Literal["never"] = False
-    num_return_sequences: int = Field(1, ge=1)
+    num_return_sequences: int = Field(1, ge=1, le=MAX_BEAMS)
     eos_token_id: list[int] = Field(default_factory=list)
     pad_token_id: int | None = None
     stop_token_ids: list[int] = Field(default_factory=list)
     stop: list[str] = Field(default_factory=list)
     include_stop: bool = False
-    seed: int | None = None
-    logprobs: int | None = Field(None, ge=0, description="top-N alternatives per generated token")
+    seed: int | None = Field(None, ge=0, le=MAX_SEED)
+    logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS, description="top-N alternatives per generated token")
 
     @field_validator("eos_token_id", "stop_token_ids", mode="before")
     @classmethod
@@ -63,6 +80,13 @@ class GenerationConfig(BaseModel):
         return [value] if isinstance(value, str) else value
 
     @model_validator(mode="after")
+    def _check_token_ids_not_negative(self) -> GenerationConfig:
+        for name, token_id in self.named_token_ids():
+            if token_id < 0:
+                raise ValueError(f"{name} holds token id {token_id}; token ids are >= 0")
+        return self
+
+    @model_validator(mode="after")
     def _check_combinations(self) -> GenerationConfig:
         if any(s == "" for s in self.stop):
             raise ValueError("stop strings must be non-empty")
@@ -76,6 +100,20 @@ class GenerationConfig(BaseModel):
     def sampling(self) -> bool:
         """True when tokens are drawn at random rather than picked by argmax."""
         return self.do_sample and self.temperature > 0.0
+
+    def named_token_ids(self) -> Iterator[tuple[str, int]]:
+        """(field, id) for every token id the caller can name (TOKEN_ID_FIELDS)."""
+        for name in TOKEN_ID_FIELDS:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, int):
+                yield name, value
+            elif isinstance(value, dict):
+                yield from ((name, k) for k in value)
+            else:
+                for entry in value:
+                    yield from ((name, t) for t in (entry if isinstance(entry, list) else [entry]))
 
     @property
     def finish_ids(self) -> list[int]:
@@ -112,3 +150,62 @@ def with_model_defaults(
         raise ParamError(
             f"Invalid generation settings (call params + the model's generation_config): {problems}"
         ) from None
+
+
+# --- Validation of one request against the model it runs on ----------------------------------
+
+
+def check_token_ids(config: GenerationConfig, vocab_size: int | None) -> None:
+    """ParamError when a token id the caller named is not a row of the model's logits."""
+    if vocab_size is None:
+        return
+    for name, token_id in config.named_token_ids():
+        if token_id >= vocab_size:
+            raise ParamError(f"{name} holds token id {token_id}; this model's token ids are 0..{vocab_size - 1}.")
+
+
+def check_new_tokens(max_new_tokens: int, context: tuple[int, str] | None) -> None:
+    """ParamError when max_new_tokens alone leaves no position for even one prompt (or decoder start) token."""
+    if context is not None and max_new_tokens >= context[0]:
+        positions, key = context
+        raise ParamError(
+            f"max_new_tokens={max_new_tokens} does not fit this model's context of {positions} positions ({key}) "
+            f"with a prompt; use max_new_tokens <= {positions - 1}."
+        )
+
+
+def fit_prompts(
+    prompts: list[list[int]], max_new_tokens: int, context: tuple[int, str] | None, truncation: str | None
+) -> list[list[int]]:
+    """Prompts that leave room for max_new_tokens within the model's context (positions, config key).
+
+    Too long a prompt is a BadInputError naming the input, unless truncation="left" keeps its end.
+    """
+    if context is None:
+        return prompts
+    check_new_tokens(max_new_tokens, context)
+    positions, key = context
+    room = positions - max_new_tokens
+    out = []
+    for index, ids in enumerate(prompts):
+        if len(ids) > room and truncation != "left":
+            raise BadInputError(
+                f"Input {index}: a prompt of {len(ids)} tokens + max_new_tokens={max_new_tokens} exceeds this model's "
+                f"context of {positions} positions ({key}). Shorten the prompt, lower max_new_tokens, or pass "
+                f'truncation="left" to keep the last {room} prompt tokens.'
+            )
+        out.append(ids[-room:] if len(ids) > room else ids)
+    return out
+
+
+def check_memory(rows: int, prompt_len: int, max_new_tokens: int, kv_bytes_per_token: int, budget: int) -> None:
+    """ParamError when one batch's KV cache and prefill mask would exceed `budget` bytes."""
+    total = prompt_len + max_new_tokens
+    need = rows * total * kv_bytes_per_token + rows * prompt_len * total  # KV cache + boolean [T, S] mask
+    if need > budget:
+        gib = 2**30
+        raise ParamError(
+            f"This request needs about {need / gib:.1f} GiB ({rows} rows x {total} tokens of KV cache); the limit is "
+            f"{budget / gib:.1f} GiB (TASKHUB_MAX_GENERATION_BYTES). Lower max_new_tokens, num_beams, "
+            "num_return_sequences, the batch size or the prompt length."
+        )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -54,6 +55,47 @@ class TextGenModel:
         return int(start)
 
     @property
+    def vocab_size(self) -> int | None:
+        """Rows of the model's logits (token ids 0..vocab_size-1), from config.json."""
+        value = self._text_config.get("vocab_size")
+        return int(value) if isinstance(value, int) and value > 0 else None
+
+    @property
+    def context(self) -> tuple[int, str] | None:
+        """(positions, config key) the model's position embeddings support; None = no fixed limit (T5).
+
+        Dynamic NTK RoPE extends max_position_embeddings by its factor; the other RoPE scalings
+        already state the extended length in max_position_embeddings.
+        """
+        cfg = self._text_config
+        if cfg.get("model_type") in RELATIVE_POSITIONS:
+            return None
+        for key in ("n_positions", "max_position_embeddings"):
+            positions = cfg.get(key)
+            if isinstance(positions, int) and positions > 0:
+                rope = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
+                if rope.get("rope_type", rope.get("type")) == "dynamic":
+                    return int(positions * rope.get("factor", 1.0)), f"{key} x dynamic RoPE factor"
+                return positions, key
+        return None
+
+    @property
+    def kv_bytes_per_token(self) -> int:
+        """KV-cache bytes one token of one row costs (fp32 estimate; cross-attention counted for encoder-decoders)."""
+        cfg = self._text_config
+        layers = cfg.get("num_hidden_layers") or cfg.get("n_layer") or cfg.get("decoder_layers") or 1
+        heads = cfg.get("num_attention_heads") or cfg.get("n_head") or cfg.get("decoder_attention_heads") or 1
+        kv_heads = cfg.get("num_key_value_heads") or heads
+        hidden = cfg.get("hidden_size") or cfg.get("n_embd") or cfg.get("d_model") or 64 * heads
+        head_dim = cfg.get("head_dim") or hidden // heads
+        per_layer = 2 * kv_heads * head_dim * 4
+        return int(layers * per_layer * (2 if self.is_encoder_decoder else 1))
+
+    @property
+    def _text_config(self) -> dict[str, Any]:
+        return self.config.get("text_config") or self.config
+
+    @property
     def pad_token_id(self) -> int:
         """Id used to pad prompts: the tokenizer's pad, else the model's pad, else its EOS, else 0."""
         for value in (self.tokenizer.pad_token_id, self.generation_config.pad_token_id):
@@ -63,6 +105,17 @@ class TextGenModel:
         if isinstance(eos, list):
             eos = eos[0] if eos else None
         return int(eos) if eos is not None else 0
+
+
+RELATIVE_POSITIONS = ("t5", "mt5", "umt5", "longt5")  # relative attention: no position table to run past
+
+
+def generation_memory_budget() -> int:
+    """Bytes one generation batch may claim: TASKHUB_MAX_GENERATION_BYTES, else half the machine's memory."""
+    configured = os.environ.get("TASKHUB_MAX_GENERATION_BYTES")
+    if configured:
+        return int(configured)
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
 
 
 SPECIAL_IDS = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id")
@@ -79,6 +132,20 @@ def _has_safetensors(path: Path) -> bool:
     return any(path.glob("*.safetensors"))
 
 
+def load_gguf_lm(source: ModelSource) -> TextGenModel:
+    """A .gguf file on the native decoder, with the tokenizer its metadata describes."""
+    from .gguf import load_gguf_tokenizer, load_gguf_transformer, read_gguf_config
+
+    if source.options.get("backend", "auto") == "transformers":
+        raise ModelNotAvailableError("GGUF files load on the native decoder only; use backend auto or native.")
+    config = read_gguf_config(source.path)
+    transformer = load_gguf_transformer(source.path, dtype=source.dtype, device=source.device)
+    generation_config = HFGenerationConfig(**{k: config[k] for k in SPECIAL_IDS if config.get(k) is not None})
+    tokenizer = load_gguf_tokenizer(source.path)
+    make: Callable[[], LogitsBackend] = partial(NativeBackend, transformer)
+    return TextGenModel(make, tokenizer, config, generation_config, torch.device(source.device), native=True)
+
+
 def load_generative_lm(source: ModelSource) -> TextGenModel:
     """A causal or encoder-decoder LM with its tokenizer.
 
@@ -86,6 +153,8 @@ def load_generative_lm(source: ModelSource) -> TextGenModel:
     transformers), "native" or "transformers".
     """
     path = Path(source.path)
+    if path.suffix == ".gguf" and path.is_file():
+        return load_gguf_lm(source)
     try:
         config = json.loads((path / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:

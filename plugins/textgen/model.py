@@ -1,4 +1,4 @@
-"""The native decoder-only transformer: GPT-2 and Llama-family blocks in one readable module."""
+"""The native decoder-only transformer: GPT-2, Llama-family, Gemma 2/3 and Phi-3 blocks in one readable module."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ class TransformerConfig:
     head_dim: int  # size of one head
     intermediate_size: int  # hidden size of the MLP
     max_position_embeddings: int  # longest sequence the positions support
-    norm: str = "rmsnorm"  # "rmsnorm" (Llama) or "layernorm" (GPT-2, with bias)
+    norm: str = "rmsnorm"  # "rmsnorm" (Llama), "gemma_rmsnorm" (scale by 1 + weight) or "layernorm" (GPT-2)
     norm_eps: float = 1e-6  # epsilon of every norm
     activation: str = "silu"  # key of ACTIVATIONS
     gated_mlp: bool = True  # SwiGLU: down(act(gate(x)) * up(x)); False: fc2(act(fc1(x)))
@@ -44,6 +44,12 @@ class TransformerConfig:
     attn_scale: float | None = None  # multiplier of q.k; None: head_dim ** -0.5
     scale_attn_by_inverse_layer_idx: bool = False  # GPT-2 option: layer i divides the scale by i + 1
     sliding_windows: tuple[int | None, ...] = field(default_factory=tuple)  # per layer; () = no window anywhere
+    local_rope: RopeConfig | None = None  # Gemma 3: RoPE of the sliding-window layers (others use `rope`)
+    sandwich_norms: bool = False  # Gemma 2/3: also norm the attention and MLP outputs before each residual add
+    qk_norm: bool = False  # Gemma 3: norm every query and key head (over head_dim) before RoPE
+    embed_scale: float | None = None  # Gemma: token embeddings times this (sqrt(dim)), rounded to the weights' dtype
+    attn_softcap: float | None = None  # Gemma 2: attention scores -> cap * tanh(scores / cap) before masking
+    final_softcap: float | None = None  # Gemma 2/3: the same on the output logits
 
     def window(self, layer: int) -> int | None:
         """Sliding-window size of `layer` (keys older than this many slots are masked), None = full attention."""
@@ -91,19 +97,47 @@ class RMSNorm(nn.Module):
         return self.weight * F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps).to(x.dtype)
 
 
-def make_norm(cfg: TransformerConfig) -> nn.Module:
+class GemmaRMSNorm(RMSNorm):
+    """Gemma RMSNorm: the stored weight is centred on 0, the scale is (1 + weight), applied in fp32 before the cast."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        normed = F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps)
+        return (normed * (1.0 + self.weight.float())).to(x.dtype)
+
+
+def make_norm(cfg: TransformerConfig, dim: int | None = None) -> nn.Module:
+    """The config's norm over `dim` features (default: the hidden size)."""
+    dim = cfg.dim if dim is None else dim
     if cfg.norm == "layernorm":
-        return nn.LayerNorm(cfg.dim, eps=cfg.norm_eps)
-    return RMSNorm(cfg.dim, cfg.norm_eps)
+        return nn.LayerNorm(dim, eps=cfg.norm_eps)
+    if cfg.norm == "gemma_rmsnorm":
+        return GemmaRMSNorm(dim, cfg.norm_eps)
+    return RMSNorm(dim, cfg.norm_eps)
 
 
-def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, scale: float) -> torch.Tensor:
+def soft_cap(x: torch.Tensor, cap: float) -> torch.Tensor:
+    """cap * tanh(x / cap): squashes x smoothly into (-cap, cap) (Gemma 2's attention and logit capping)."""
+    return torch.tanh(x / cap) * cap
+
+
+def attend(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, scale: float, softcap: float | None = None
+) -> torch.Tensor:
     """Attention math of every cache layout: q [B, h, T, hd] over k, v [B, kvh, S, hd]; mask [B, 1, T, S] -> [B, h, T, hd].
 
     The static cache and the engine's paged cache both call this, so a family's attention
-    variant (soft-capping, ...) is written once.
+    variant is written once. SDPA cannot soft-cap scores, so with `softcap` the scores are
+    computed explicitly (transformers' eager order: scale, cap, mask, fp32 softmax).
+    A boolean mask is True where a key is visible; a float mask is added to the scores.
     """
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=q.shape[1] != k.shape[1])
+    if softcap is None:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=q.shape[1] != k.shape[1])
+    if q.shape[1] != k.shape[1]:  # grouped-query heads: each kv head serves h / kvh query heads
+        k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
+        v = v.repeat_interleave(q.shape[1] // v.shape[1], dim=1)
+    scores = soft_cap(q @ k.transpose(-1, -2) * scale, softcap)  # [B, h, T, S]
+    scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
+    return scores.softmax(dim=-1, dtype=torch.float32).to(q.dtype) @ v
 
 
 class Attention(nn.Module):
@@ -114,6 +148,9 @@ class Attention(nn.Module):
         self.layer = layer
         self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
         self.scale = cfg.layer_scale(layer)
+        self.softcap = cfg.attn_softcap
+        self.q_norm = make_norm(cfg, cfg.head_dim) if cfg.qk_norm else None
+        self.k_norm = make_norm(cfg, cfg.head_dim) if cfg.qk_norm else None
         qkv_out = (cfg.n_heads + 2 * cfg.n_kv_heads) * cfg.head_dim
         self.wqkv = Linear(cfg.dim, qkv_out, bias=cfg.qkv_bias)
         self.wo = Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=cfg.out_bias)
@@ -128,15 +165,16 @@ class Attention(nn.Module):
         B, T, _ = x.shape
         h, kvh = self.n_heads, self.n_kv_heads
         qkv = self.wqkv(x).view(B, T, h + 2 * kvh, self.head_dim)  # [B, T, heads_q + heads_k + heads_v, hd]
+        qk = qkv[:, :, : h + kvh]  # [B, T, heads_q + heads_k, hd]
+        if self.q_norm is not None and self.k_norm is not None:
+            qk = torch.cat([self.q_norm(qk[:, :, :h]), self.k_norm(qk[:, :, h:])], dim=2)
         if rope is not None:
-            qk = apply_rotary(qkv[:, :, : h + kvh], *rope)  # q and k heads rotated in one pass
-            q, k = qk[:, :, :h], qk[:, :, h:]
-        else:
-            q, k = qkv[:, :, :h], qkv[:, :, h : h + kvh]
+            qk = apply_rotary(qk, *rope)  # q and k heads rotated in one pass
+        q, k = qk[:, :, :h], qk[:, :, h:]
         v = qkv[:, :, h + kvh :]
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, heads, T, hd]
         k, v = cache.update(self.layer, k, v)  # [B, kv_heads, S, hd], S = slots filled so far
-        y = attend(q, k, v, mask, self.scale)
+        y = attend(q, k, v, mask, self.scale, self.softcap)
         y = y.transpose(1, 2).reshape(B, T, h * self.head_dim)  # [B, T, heads * hd]
         return self.wo(y)
 
@@ -161,14 +199,19 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm transformer block: x + attn(norm(x)), then x + mlp(norm(x))."""
+    """Pre-norm transformer block: x + attn(norm(x)), then x + mlp(norm(x)).
+
+    With sandwich norms (Gemma 2/3) each branch output is normed again before the add.
+    """
 
     def __init__(self, cfg: TransformerConfig, layer: int) -> None:
         super().__init__()
         self.attention_norm = make_norm(cfg)
         self.attention = Attention(cfg, layer)
+        self.post_attention_norm = make_norm(cfg) if cfg.sandwich_norms else nn.Identity()
         self.mlp_norm = make_norm(cfg)
         self.mlp = MLP(cfg)
+        self.post_mlp_norm = make_norm(cfg) if cfg.sandwich_norms else nn.Identity()
 
     def forward(
         self,
@@ -177,8 +220,8 @@ class Block(nn.Module):
         mask: torch.Tensor,
         cache: KVCache,
     ) -> torch.Tensor:
-        x = x + self.attention(self.attention_norm(x), rope, mask, cache)
-        return x + self.mlp(self.mlp_norm(x))
+        x = x + self.post_attention_norm(self.attention(self.attention_norm(x), rope, mask, cache))
+        return x + self.post_mlp_norm(self.mlp(self.mlp_norm(x)))
 
 
 def attention_mask(key_valid: torch.Tensor, start: int, window: int | None) -> torch.Tensor:
@@ -212,6 +255,7 @@ class Transformer(nn.Module):
         self.tok_embeddings = nn.Embedding(cfg.vocab_size, cfg.dim)
         self.pos_embeddings = nn.Embedding(cfg.max_position_embeddings, cfg.dim) if cfg.learned_positions else None
         self.rotary = RotaryEmbedding(cfg.rope) if cfg.rope is not None else None
+        self.local_rotary = RotaryEmbedding(cfg.local_rope) if cfg.local_rope is not None else None
         self.layers = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layers))
         self.norm = make_norm(cfg)
         self.output = Linear(cfg.dim, cfg.vocab_size, bias=False)
@@ -244,11 +288,16 @@ class Transformer(nn.Module):
         key_valid = cache.reserve(valid)  # [B, S]
         masks = {w: attention_mask(key_valid, start, w) for w in set(self.cfg.sliding_windows or (None,))}
         x = self.tok_embeddings(idx)  # [B, T, dim]
+        if self.cfg.embed_scale is not None:
+            x = x * torch.tensor(self.cfg.embed_scale, dtype=x.dtype)  # rounded to the dtype first, as transformers
         if self.pos_embeddings is not None:
             x = x + self.pos_embeddings(positions)
         rope = self.rotary(positions, x.dtype) if self.rotary is not None else None
+        local_rope = self.local_rotary(positions, x.dtype) if self.local_rotary is not None else rope
         for i, layer in enumerate(self.layers):
-            x = layer(x, rope, masks[self.cfg.window(i)], cache)
+            window = self.cfg.window(i)
+            x = layer(x, rope if window is None else local_rope, masks[window], cache)
         if not all_logits:
             x = x[:, -1:]
-        return self.output(self.norm(x))
+        logits = self.output(self.norm(x))
+        return logits if self.cfg.final_softcap is None else soft_cap(logits, self.cfg.final_softcap)

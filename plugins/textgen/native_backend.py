@@ -43,6 +43,14 @@ class NativeBackend:
         self.cache: KVCache | None = None
         self.next_positions = torch.zeros(0, dtype=torch.long)  # [B] position of the next token of each row
         self.valid = torch.ones(0, 1, dtype=torch.bool)  # [B, 1] decoded tokens are never padding
+        rope = model.cfg.rope
+        # LongRoPE (Phi-3): when the sequence first outgrows the original context, transformers
+        # recomputes the whole cache with the long factors; so does this backend, from its token history
+        self.recompute_at = (
+            rope.scaling["original_max_position_embeddings"] if rope and rope.rope_type == "longrope" else None
+        )
+        self.history = torch.zeros(0, 0, dtype=torch.long)  # [B, S] tokens so far (kept only for the recompute)
+        self.history_mask = torch.zeros(0, 0, dtype=torch.long)  # [B, S] 0 = padding
 
     @classmethod
     def from_pretrained(cls, path: str | Path, dtype: torch.dtype | None = None, device: str = "cpu") -> NativeBackend:
@@ -59,7 +67,17 @@ class NativeBackend:
             self.next_positions = positions[:, -1] + 1
             self.valid = torch.ones(B, 1, dtype=torch.bool, device=self.device)
             logits = self.model(ids, positions, mask.bool(), self.cache)[:, -1].float()
+            if self.recompute_at is not None:
+                self.history, self.history_mask = ids, mask
         return logits.clone()  # a normal tensor: callers may edit it in place
+
+    def _recompute(self, ids: torch.Tensor) -> torch.Tensor:
+        """Run the whole history plus ids [B, 1] into a fresh cache of the same size; [B, V] logits."""
+        assert self.cache is not None
+        ids = torch.cat([self.history, ids], dim=1)
+        mask = torch.cat([self.history_mask, torch.ones_like(self.valid, dtype=torch.long)], dim=1)
+        self.cache = self.model.new_cache(ids.shape[0], self.cache.max_len)
+        return self.model(ids, positions_from_mask(mask), mask.bool(), self.cache)[:, -1]
 
     def decode(self, next_ids: torch.Tensor) -> torch.Tensor:
         """Append next_ids [B] to every row; [B, V] fp32 logits of the token after them."""
@@ -67,7 +85,13 @@ class NativeBackend:
             raise RuntimeError("decode() before prefill()")
         with torch.inference_mode():
             ids = next_ids.to(self.device).view(-1, 1)  # [B, 1]
-            logits = self.model(ids, self.next_positions[:, None], self.valid, self.cache)[:, -1].float()
+            if self.recompute_at is not None and self.cache.length == self.recompute_at:
+                logits = self._recompute(ids).float()
+            else:
+                logits = self.model(ids, self.next_positions[:, None], self.valid, self.cache)[:, -1].float()
+            if self.recompute_at is not None:
+                self.history = torch.cat([self.history, ids], dim=1)
+                self.history_mask = torch.cat([self.history_mask, torch.ones_like(ids)], dim=1)
             self.next_positions = self.next_positions + 1
         return logits.clone()
 
@@ -79,3 +103,5 @@ class NativeBackend:
         with torch.inference_mode():
             self.cache.reorder(beam_idx)
             self.next_positions = self.next_positions[beam_idx]
+            if self.recompute_at is not None:
+                self.history, self.history_mask = self.history[beam_idx], self.history_mask[beam_idx]

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-ROPE_TYPES = ("default", "linear", "dynamic", "llama3", "yarn")
+ROPE_TYPES = ("default", "linear", "dynamic", "llama3", "yarn", "longrope")
 
 
 @dataclass(frozen=True)
@@ -18,7 +18,7 @@ class RopeConfig:
 
     rope_type: str = "default"  # one of ROPE_TYPES
     theta: float = 10000.0  # base wavelength
-    head_dim: int = 64  # rotated dimensions per head
+    head_dim: int = 64  # rotated dimensions per head (the first ones; fewer than the head's with partial rotary)
     max_position_embeddings: int = 2048  # context length the frequencies are tuned for (dynamic, yarn)
     scaling: dict[str, Any] = field(default_factory=dict)  # variant parameters: factor, low_freq_factor, ...
 
@@ -78,6 +78,19 @@ def _yarn(cfg: RopeConfig) -> tuple[torch.Tensor, float]:
     return inv_freq, attention_factor
 
 
+def longrope(cfg: RopeConfig, long: bool) -> tuple[torch.Tensor, float]:
+    """Phi-3 LongRoPE: per-frequency divisors (`long_factor` past the original context, else `short_factor`)."""
+    s, dim = cfg.scaling, cfg.head_dim
+    original_len = s["original_max_position_embeddings"]
+    factor = s.get("factor") or cfg.max_position_embeddings / original_len
+    attention_factor = s.get("attention_factor")
+    if attention_factor is None:
+        attention_factor = 1.0 if factor <= 1.0 else math.sqrt(1 + math.log(factor) / math.log(original_len))
+    ext_factors = torch.tensor(s["long_factor" if long else "short_factor"], dtype=torch.float32, device="cpu")
+    exponents = torch.arange(0, dim, 2, dtype=torch.int64, device="cpu").float() / dim
+    return 1.0 / (ext_factors * cfg.theta**exponents), attention_factor
+
+
 def rope_frequencies(cfg: RopeConfig) -> tuple[torch.Tensor, float]:
     """Inverse frequencies [head_dim/2] fp32 and the cos/sin scale, as transformers computes them at load time."""
     if cfg.rope_type in ("default", "dynamic"):  # dynamic starts from the default table
@@ -88,6 +101,8 @@ def rope_frequencies(cfg: RopeConfig) -> tuple[torch.Tensor, float]:
         return _llama3(cfg), 1.0
     if cfg.rope_type == "yarn":
         return _yarn(cfg)
+    if cfg.rope_type == "longrope":
+        return longrope(cfg, long=False)
     raise ValueError(f"unsupported rope_type {cfg.rope_type!r}; supported: {', '.join(ROPE_TYPES)}")
 
 
@@ -107,6 +122,8 @@ class RotaryEmbedding(nn.Module):
         self.cfg = cfg
         inv_freq, self.attention_scaling = rope_frequencies(cfg)
         self.register_buffer("inv_freq", inv_freq, persistent=False)
+        if cfg.rope_type == "longrope":
+            self.register_buffer("long_inv_freq", longrope(cfg, long=True)[0], persistent=False)
 
     def forward(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """positions [B, T] -> cos, signed sin [B, T, 1, head_dim] in `dtype` (the 1 broadcasts over heads)."""
@@ -115,6 +132,9 @@ class RotaryEmbedding(nn.Module):
             seq_len = int(positions.max()) + 1  # transformers uses the longest row of the batch
             if seq_len > self.cfg.max_position_embeddings:
                 inv_freq = dynamic_ntk_inv_freq(self.cfg, seq_len).to(inv_freq.device)
+        elif self.cfg.rope_type == "longrope":  # the longest row of the batch picks the table, as transformers
+            if int(positions.max()) + 1 > self.cfg.scaling["original_max_position_embeddings"]:
+                inv_freq = self.long_inv_freq
         freqs = positions[..., None].float() * inv_freq  # [B, T, head_dim/2]
         cos, sin = freqs.cos(), freqs.sin()
         if self.attention_scaling != 1.0:
@@ -125,5 +145,11 @@ class RotaryEmbedding(nn.Module):
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate x [B, T, heads, head_dim]; equals transformers' `x * cos + rotate_half(x) * sin` bit for bit."""
-    return x * cos + torch.roll(x, x.shape[-1] // 2, dims=-1) * sin
+    """Rotate x [B, T, heads, head_dim]; equals transformers' `x * cos + rotate_half(x) * sin` bit for bit.
+
+    With partial rotary (cos narrower than the head) only the first cos.shape[-1] dims turn.
+    """
+    rot = cos.shape[-1]
+    if rot < x.shape[-1]:
+        return torch.cat([apply_rotary(x[..., :rot], cos, sin), x[..., rot:]], dim=-1)
+    return x * cos + torch.roll(x, rot // 2, dims=-1) * sin

@@ -12,7 +12,7 @@ from taskhub import StageContext
 from taskhub.errors import BadInputError, ParamError
 
 from .backend import PromptBatch
-from .config import GenerationConfig
+from .config import GenerationConfig, check_new_tokens
 from .generate import Generation, generate
 from .loading import TextGenModel
 from .stages import record, request_config
@@ -141,6 +141,7 @@ def generate_seq2seq(items: list[Source], params: GenerationConfig, ctx: StageCo
     model = seq2seq_model(ctx)
     batch = encoder_batch(model, items)
     config = request_config(params, model, 1, items[0].defaults)
+    check_new_tokens(config.max_new_tokens, model.context)  # the decoder's positions: start token + new tokens
     return generate(model.make_backend(), batch, config, model.tokenizer)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -11,9 +11,9 @@ from taskhub import StageContext
 from taskhub.errors import ParamError
 
 from .backend import PromptBatch
-from .config import GenerationConfig, with_model_defaults
+from .config import GenerationConfig, check_memory, check_token_ids, fit_prompts, with_model_defaults
 from .generate import Generation, RowStream, generate, stream
-from .loading import TextGenModel
+from .loading import TextGenModel, generation_memory_budget
 from .prompts import Prompt
 
 
@@ -21,6 +21,10 @@ class TextGenerationParams(GenerationConfig):
     """Every decoding control, plus streaming."""
 
     stream: bool = Field(False, description="Return an iterator of text deltas per input instead of the result")
+    truncation: Literal["left"] | None = Field(
+        None,
+        description="A prompt + max_new_tokens beyond the model's context is an error; \"left\" keeps the prompt's end",
+    )
 
 
 @dataclass
@@ -34,8 +38,10 @@ class Completion:
 def request_config(
     params: GenerationConfig, model: TextGenModel, prompt_len: int, task_defaults: dict[str, Any] | None = None
 ) -> GenerationConfig:
-    """The caller's controls over the task's and the checkpoint's defaults, with a pad id to fill finished rows."""
+    """The caller's controls over the task's and the checkpoint's defaults, with a pad id to fill finished rows;
+    token ids the caller named are checked against the model's vocabulary."""
     config = with_model_defaults(params, model.generation_config, prompt_len, task_defaults)
+    check_token_ids(config, model.vocab_size)
     if config.pad_token_id is None:
         config = config.model_copy(update={"pad_token_id": model.pad_token_id})
     return config
@@ -48,8 +54,12 @@ def generate_text(items: list[Prompt], params: TextGenerationParams, ctx: StageC
         raise ParamError(
             "text-generation needs a decoder-only model; use text2text-generation for encoder-decoder models."
         )
-    batch = PromptBatch.left_padded([p.ids for p in items], model.pad_token_id, model.device)
-    config = request_config(params, model, batch.input_ids.shape[1])
+    config = request_config(params, model, max(len(p.ids) for p in items))
+    prompts = fit_prompts([p.ids for p in items], config.max_new_tokens, model.context, params.truncation)
+    rows = len(prompts) * max(config.num_beams, config.num_return_sequences)
+    longest = max(len(ids) for ids in prompts)
+    check_memory(rows, longest, config.max_new_tokens, model.kv_bytes_per_token, generation_memory_budget())
+    batch = PromptBatch.left_padded(prompts, model.pad_token_id, model.device)
     if params.stream:
         if config.num_return_sequences != 1:
             raise ParamError("stream=True gives one sequence per input; num_return_sequences must be 1.")
