@@ -37,7 +37,10 @@ class ModelSpec(_Strict):
 class Batching(_Strict):
     """How the core batches inputs for this task."""
 
-    sort_by_length: bool = Field(False, description="Sort preprocessed items by len() so batches pad little")
+    sort_by_length: bool = Field(
+        False,
+        description="Batch preprocessed items of similar sort_length together (within a window) so batches pad little",
+    )
     batch_size: int = Field(8, ge=1, description="Default batch size")
 
 

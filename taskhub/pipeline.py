@@ -16,6 +16,7 @@ from .plugins import get_registry
 from .registry import StageSpec
 
 CORE_PARAMS = ("batch_size",)
+SORT_WINDOW_BATCHES = 32  # length sorting looks at this many batches of preprocessed items at a time
 
 
 @dataclass(frozen=True)
@@ -164,19 +165,34 @@ class Pipeline:
         pre, rest = bound[:n_pre], bound[n_pre:]
         results: list[Any] = [None] * len(items)
         if self.manifest.batching.sort_by_length:
-            prepared = [
-                x for start in range(0, len(items), size) for x in self._run(pre, list(items[start : start + size]))
-            ]
-            order = sorted(range(len(prepared)), key=lambda i: -_length(prepared[i]))
-            for start in range(0, len(order), size):
-                chunk = order[start : start + size]
-                for i, out in zip(chunk, self._run(rest, [prepared[i] for i in chunk])):
-                    results[i] = out
+            window = size * SORT_WINDOW_BATCHES
+            for first in range(0, len(items), window):
+                self._run_sorted(pre, rest, items[first : first + window], size, first, results)
         else:
             for start in range(0, len(items), size):
                 batch = list(items[start : start + size])
                 results[start : start + len(batch)] = self._run(pre + rest, batch)
         return results
+
+    def _run_sorted(
+        self,
+        pre: list[tuple[BoundStage, BaseModel]],
+        rest: list[tuple[BoundStage, BaseModel]],
+        window: Sequence[Any],
+        size: int,
+        offset: int,
+        results: list[Any],
+    ) -> None:
+        """Preprocess one window of items, then run the rest in batches of similar `sort_length`,
+        so padding stays small while only one window of preprocessed items is held at once."""
+        prepared = [
+            x for start in range(0, len(window), size) for x in self._run(pre, list(window[start : start + size]))
+        ]
+        order = sorted(range(len(prepared)), key=lambda i: -sort_length(prepared[i]))
+        for start in range(0, len(order), size):
+            chunk = order[start : start + size]
+            for i, out in zip(chunk, self._run(rest, [prepared[i] for i in chunk])):
+                results[offset + i] = out
 
     def _run(self, stages: list[tuple[BoundStage, BaseModel]], batch: list[Any]) -> list[Any]:
         with torch.inference_mode():
@@ -199,11 +215,12 @@ def _check_batch_size(size: Any) -> int:
     return size
 
 
-def _length(item: Any) -> int:
-    try:
-        return len(item)
-    except TypeError:
-        return 0
+def sort_length(item: Any) -> int:
+    """A preprocessed item's explicit sort key: its `sort_length` (tokens, samples), 0 if it has none.
+
+    Items without one keep their input order; nothing else about an item is guessed (no len())."""
+    length = getattr(item, "sort_length", 0)
+    return length if isinstance(length, int) and not isinstance(length, bool) else 0
 
 
 def _is_chat(value: Any) -> bool:

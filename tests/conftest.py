@@ -19,6 +19,13 @@ transformers.utils.logging.disable_progress_bar()
 transformers.utils.logging.set_verbosity_error()
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Ray tests start a local cluster: they belong to the slow tier too (`pytest -m "not slow"` skips them)."""
+    for item in items:
+        if item.get_closest_marker("ray") is not None:
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture
 def fresh_caches():
     """Drop cached pipelines/models before and after a test that counts loads."""

@@ -12,6 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import pytest
 from fixtures_batch import read_records, reference_embeddings, sentence, write_job, write_jsonl, write_texts
 
 import taskhub
@@ -45,6 +46,7 @@ def _big_job(tmp_path: Path, n: int) -> tuple[Path, list[str]]:
     return write_job(tmp_path, inputs={"jsonl": "in.jsonl", "field": "text", "id_field": "key"}, batch_size=2), texts
 
 
+@pytest.mark.slow
 def test_sigkill_at_any_point_then_rerun_gives_every_input_exactly_once(tmp_path: Path) -> None:
     job, texts = _big_job(tmp_path, 160)
     out = tmp_path / "out.jsonl"
@@ -88,6 +90,7 @@ def test_a_torn_last_line_is_dropped_and_its_item_redone(tmp_path: Path) -> None
     np.testing.assert_allclose(records[-1]["output"], reference_embeddings([texts[missing]])[0], atol=2e-5)
 
 
+@pytest.mark.slow
 def test_sigint_stops_after_the_current_batch_with_the_output_intact(tmp_path: Path) -> None:
     job, texts = _big_job(tmp_path, 240)
     out = tmp_path / "out.jsonl"

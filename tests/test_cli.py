@@ -50,6 +50,7 @@ def test_plugins_json(capsys):
     assert rows["text"]["ok"] is True
 
 
+@pytest.mark.slow
 def test_run_text_file_and_stdin_match_sentence_transformers(tmp_path, minilm):
     text = "The quick brown fox jumps over the lazy dog."
     path = tmp_path / "input.txt"
@@ -83,6 +84,7 @@ def test_run_param_parsing_routes_values(capsys):
     assert len(tokens) == 4 and len(tokens[0]) == 384  # [CLS] hello world [SEP]
 
 
+@pytest.mark.slow
 def test_errors_are_one_line_exit_1_no_traceback(tmp_path):
     bad = tmp_path / "latin1.txt"
     bad.write_bytes("café".encode("latin-1"))

@@ -36,13 +36,13 @@ def make_batch(name, decoding_models):
     return model, tokenizer, enc, batch
 
 
-def hf_new_tokens(model, enc, out_ids, row):
-    """Generated part of transformers' output row, trailing padding removed."""
+def hf_new_tokens(model, enc, out_ids, row, eos=EOS):
+    """Generated part of transformers' output row, through its first `eos` (the padding after it removed).
+
+    transformers pads a row that ended early; a row without `eos` ran to max_new_tokens, unpadded."""
     start = 1 if model.config.is_encoder_decoder else enc["input_ids"].shape[1]
     ids = out_ids[row, start:].tolist()
-    while ids and ids[-1] == PAD:
-        ids.pop()
-    return ids
+    return ids[: ids.index(eos) + 1] if eos in ids else ids
 
 
 def ours(model, batch, tokenizer=None, **kwargs):
@@ -63,7 +63,7 @@ def test_greedy_matches_transformers_64_tokens(decoding_models, name):
     ref = model.generate(**enc, max_new_tokens=64, do_sample=False, eos_token_id=eos, pad_token_id=PAD)
     got = ours(model, batch, max_new_tokens=64, eos_token_id=eos)
     for row, (gen,) in enumerate(got):
-        assert gen.token_ids[: len(hf_new_tokens(model, enc, ref, row))] == hf_new_tokens(model, enc, ref, row)
+        assert gen.token_ids == hf_new_tokens(model, enc, ref, row, eos)
         assert gen.finish_reason == ("eos" if gen.token_ids[-1] == eos else "length")
         assert len(gen.token_ids) == 64 or gen.finish_reason == "eos"
     assert any(g.finish_reason == "eos" for (g,) in got)
@@ -109,7 +109,7 @@ def test_beam_search_t5(decoding_models):
     )
     got = [g for gens in ours(model, batch, max_new_tokens=8, num_beams=3, num_return_sequences=2) for g in gens]
     for row, gen in enumerate(got):
-        assert gen.token_ids == hf_new_tokens(model, enc, ref, row)[: len(gen.token_ids)]
+        assert gen.token_ids == hf_new_tokens(model, enc, ref, row)
 
 
 @pytest.mark.parametrize(
@@ -129,7 +129,7 @@ def test_sampling_matches_transformers_with_global_seed(decoding_models, control
     torch.manual_seed(123)
     got = ours(model, batch, max_new_tokens=24, do_sample=True, **controls)
     for row, (gen,) in enumerate(got):
-        assert gen.token_ids == hf_new_tokens(model, enc, ref, row)[: len(gen.token_ids)]
+        assert gen.token_ids == hf_new_tokens(model, enc, ref, row)
 
 
 def test_seed_reproducible_and_distinct(decoding_models):
@@ -166,7 +166,7 @@ def test_min_new_tokens_matches_transformers(decoding_models):
     got = ours(model, batch, max_new_tokens=30, min_new_tokens=12, eos_token_id=eos)
     for row, (gen,) in enumerate(got):
         assert eos not in gen.token_ids[:12]
-        assert gen.token_ids == hf_new_tokens(model, enc, ref, row)[: len(gen.token_ids)]
+        assert gen.token_ids == hf_new_tokens(model, enc, ref, row, eos)
     assert ours(model, batch, max_new_tokens=30, eos_token_id=eos)[0][0].token_ids[-1] == eos
 
 

@@ -29,8 +29,9 @@ def test_yaml_syntax_error_names_file_and_line(tmp_path):
     path.write_text("task: x\nmodality: text\n  input: [unclosed\n")
     with pytest.raises(ManifestError) as err:
         load_task_manifest(path)
-    assert f"{path}:3" in str(err.value) or f"{path}:2" in str(err.value)
-    assert "invalid YAML" in str(err.value)
+    # PyYAML puts the problem at line 3, column 8: the ":" after "input", indented under a scalar
+    assert str(err.value).startswith(f"{path}:3: ")
+    assert "invalid YAML" in str(err.value) and "mapping values are not allowed here" in str(err.value)
 
 
 def test_schema_error_names_line_and_field_path(tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pytest
 from fake_plugins import SHOUT, FakePlugin, installed, write_manifest
 
@@ -77,14 +79,25 @@ def test_bad_inputs_are_named(shout):
         taskhub.run_task("shout", 5)
 
 
+@dataclass
+class Keyed:
+    """A preprocessed item with the explicit sort key the core sorts by."""
+
+    value: object
+    sort_length: int
+
+
 def test_length_sorted_batches_return_in_input_order(tmp_path):
     seen: list[list[int]] = []
 
     class Recorder(FakePlugin):
         @taskhub.hookimpl
         def register_stages(self, register):
-            register("rec.lengths", lambda items, p, ctx: items)
-            register("rec.model", lambda items, p, ctx: seen.append([len(i) for i in items]) or [len(i) for i in items])
+            register("rec.lengths", lambda items, p, ctx: [Keyed(i, len(i)) for i in items])
+            register(
+                "rec.model",
+                lambda items, p, ctx: seen.append([i.sort_length for i in items]) or [i.sort_length for i in items],
+            )
 
     write_manifest(
         tmp_path,

@@ -73,7 +73,7 @@ def test_pooling_and_normalize_params(sbert: SentenceTransformer, embedder: task
 
 
 @pytest.mark.parametrize("kernels", ["onednn", "portable"])
-def test_fused_encoder_equals_transformers_model_on_padded_batch(kernels: str) -> None:
+def test_fused_encoder_equals_transformers_model_on_padded_batch(kernels: str, sbert: SentenceTransformer) -> None:
     def load(fused: bool) -> TextModel:
         return load_text_model(ModelSource(model_id="minilm", path=MINILM, options={"fused_encoder": fused}))
 
@@ -90,6 +90,10 @@ def test_fused_encoder_equals_transformers_model_on_padded_batch(kernels: str) -
         theirs = plain.model(**batch).last_hidden_state
     for row, item in enumerate(rows):
         assert torch.allclose(ours[row, : len(item)], theirs[row, : len(item)], atol=1e-4)
+    # and, mean-pooled and normalised, what sentence-transformers computes on its own
+    mask = batch["attention_mask"].unsqueeze(-1).to(ours.dtype)
+    pooled = torch.nn.functional.normalize((ours * mask).sum(1) / mask.sum(1), dim=-1)
+    assert cosines(pooled, sbert.encode(SENTENCES, convert_to_tensor=True)).min() >= 0.99999
 
 
 def test_results_come_back_in_input_order(embedder: taskhub.Pipeline) -> None:

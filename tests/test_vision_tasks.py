@@ -80,8 +80,15 @@ def test_object_detection(detr_detector: Path) -> None:  # noqa: F811
     assert set(box) == {"xmin", "ymin", "xmax", "ymax"} and all(isinstance(v, int) for v in box.values())
 
 
+def _coco_decode(rle: dict[str, Any]) -> np.ndarray:
+    """An uncompressed COCO RLE as a 0/255 [H, W] array, decoded by pycocotools (the COCO reference)."""
+    mask_api = pytest.importorskip("pycocotools.mask")
+    height, width = rle["size"]
+    return mask_api.decode(mask_api.frPyObjects(rle, height, width)).astype(np.uint8) * 255
+
+
 def _masks_as_pil(result: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{**segment, "mask": rle_to_mask(segment["mask"])} for segment in result]
+    return [{**segment, "mask": Image.fromarray(_coco_decode(segment["mask"]))} for segment in result]
 
 
 def test_semantic_segmentation_masks_equal_hf(segformer_segmenter: Path) -> None:  # noqa: F811
@@ -204,6 +211,7 @@ def test_rle_round_trip() -> None:
     for mask in (rng.random((5, 7)) > 0.5, np.ones((3, 4), bool), np.zeros((2, 2), bool)):
         rle = mask_to_rle(mask)
         assert sum(rle["counts"]) == mask.size and rle["size"] == list(mask.shape)
+        np.testing.assert_array_equal(_coco_decode(rle), mask.astype(np.uint8) * 255)
         np.testing.assert_array_equal(np.asarray(rle_to_mask(rle)), mask.astype(np.uint8) * 255)
     assert mask_to_rle(np.array([[1, 0], [1, 1]], bool))["counts"] == [0, 2, 1, 1]  # column-major, 0s first
 

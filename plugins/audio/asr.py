@@ -52,6 +52,8 @@ class SpeechInput:
     def __len__(self) -> int:
         return self.n_samples
 
+    sort_length = property(__len__)  # the explicit key the core sorts batches by
+
 
 def chunk_audio(items: list[np.ndarray], params: ChunkParams, ctx: StageContext) -> list[SpeechInput]:
     """Stage: waveform -> the model inputs of each chunk."""

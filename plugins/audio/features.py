@@ -31,6 +31,8 @@ class Features:
     def __len__(self) -> int:
         return self.n_samples
 
+    sort_length = property(__len__)  # the explicit key the core sorts batches by
+
 
 def extract(feature_extractor: Any, audio: np.ndarray) -> Features:
     """The model's own feature extractor on one waveform, as the HF pipelines call it."""

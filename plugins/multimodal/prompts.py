@@ -36,6 +36,8 @@ class ChatPrompt:
     def __len__(self) -> int:
         return len(self.input_ids)
 
+    sort_length = property(__len__)  # the explicit key the core sorts batches by
+
 
 @dataclass
 class ParsedInput:

@@ -26,6 +26,8 @@ class Masked:
     def __len__(self) -> int:
         return len(self.encoded)
 
+    sort_length = property(__len__)  # the explicit key the core sorts batches by
+
 
 def mask_token_id(ctx: StageContext) -> int:
     tokenizer = ctx.model.tokenizer

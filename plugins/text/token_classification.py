@@ -43,6 +43,8 @@ class TokenChunks:
     def __len__(self) -> int:
         return max(len(row) for row in self.rows)
 
+    sort_length = property(__len__)  # the explicit key the core sorts batches by
+
 
 def tokenize_words(items: list[Any], params: WordParams, ctx: StageContext) -> list[TokenChunks]:
     """Truncate to the model's context, or split into overlapping chunks when `stride` is set."""

@@ -26,6 +26,8 @@ class Encoded:
     def __len__(self) -> int:
         return len(self.input_ids)
 
+    sort_length = property(__len__)  # the explicit key the core sorts batches by
+
 
 def check_texts(items: list[Any], what: str = "Input") -> None:
     """Every item must be a string (the core checks top-level inputs; stages also see nested fields)."""

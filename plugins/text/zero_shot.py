@@ -41,6 +41,8 @@ class LabelPairs:
     def __len__(self) -> int:
         return max(len(row) for row in self.rows)
 
+    sort_length = property(__len__)  # the explicit key the core sorts batches by
+
 
 def nli_pairs(items: list[Any], params: PairParams, ctx: StageContext) -> list[LabelPairs]:
     """Premise = the text (truncated first when too long), hypothesis = the template filled with a label."""

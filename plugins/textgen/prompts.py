@@ -36,6 +36,8 @@ class Prompt:
     def __len__(self) -> int:
         return len(self.ids)
 
+    sort_length = property(__len__)  # the explicit key the core sorts batches by
+
 
 def messages_of(item: Any, index: int) -> str | list[dict[str, Any]]:
     """The text or the message list inside one input, or a BadInputError naming what is wrong."""

@@ -35,6 +35,8 @@ class Source:
     def __len__(self) -> int:
         return len(self.ids)
 
+    sort_length = property(__len__)  # the explicit key the core sorts batches by
+
 
 class SourceParams(BaseModel):
     model_config = ConfigDict(extra="forbid")

@@ -55,7 +55,10 @@ def read_files(location: Path, inputs: JobInputs) -> Iterator[Item]:
     for match in walk_glob(location, inputs.follow_symlinks):
         path, problem = match.path, match.problem
         if problem is None:
-            size = path.stat().st_size
+            try:
+                size = path.stat().st_size
+            except OSError as exc:  # removed or made unreadable since the folder was listed
+                size, problem = 0, f"{path}: cannot be read ({exc.strerror or exc})"
             if size > inputs.max_file_bytes:
                 problem = f"{path} is {size} bytes, over inputs.max_file_bytes ({inputs.max_file_bytes})"
         yield Item(path.relative_to(root).as_posix(), str(path), str(path), is_path=True, problem=problem)
