@@ -11,11 +11,14 @@ from fixtures_decoding import BOS, EOS, PAD, build_tokenizer
 from transformers import (
     Gemma2Config,
     Gemma2ForCausalLM,
+    Gemma3Config,
     Gemma3ForCausalLM,
+    Gemma3ForConditionalGeneration,
     Gemma3TextConfig,
     Phi3Config,
     Phi3ForCausalLM,
     PreTrainedModel,
+    SiglipVisionConfig,
 )
 
 WINDOW = 8  # sliding window of the local layers: prompts of 21 tokens and 64 new ones reach far past it
@@ -81,6 +84,34 @@ def family_builders(vocab: int) -> dict[str, Callable[[], PreTrainedModel]]:
                         "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0},
                     },
                     final_logit_softcapping=4.0,
+                )
+            )
+        ),
+        # the language model of an image-text Gemma 3 checkpoint, run on text alone; transformers ignores
+        # the final soft-cap of its text_config there, so the 4.0 below checks the native path does too
+        "gemma3_multimodal": lambda: _random_norms(
+            Gemma3ForConditionalGeneration(
+                Gemma3Config(
+                    text_config=Gemma3TextConfig(
+                        **SHAPE,
+                        vocab_size=vocab,
+                        num_hidden_layers=2,
+                        query_pre_attn_scalar=16,
+                        sliding_window=WINDOW,
+                        final_logit_softcapping=4.0,
+                    ).to_dict(),
+                    vision_config=SiglipVisionConfig(
+                        hidden_size=32,
+                        intermediate_size=64,
+                        num_hidden_layers=1,
+                        num_attention_heads=2,
+                        image_size=28,
+                        patch_size=14,
+                    ).to_dict(),
+                    mm_tokens_per_image=4,
+                    image_token_index=vocab - 1,
+                    boi_token_index=vocab - 2,
+                    eoi_token_index=vocab - 3,
                 )
             )
         ),

@@ -8,6 +8,7 @@ as `tokenizer.ggml.*` keys (a byte-level BPE: model "gpt2", tokens, types, merge
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import gguf
@@ -104,6 +105,35 @@ def _hparams(writer: gguf.GGUFWriter, config: dict, model_type: str) -> None:
             writer.add_final_logit_softcapping(config["final_logit_softcapping"])
 
 
+def _rope_factor_tensors(writer: gguf.GGUFWriter, config: dict, head_dim: int) -> None:
+    """convert_hf_to_gguf.py's extra RoPE tensors: Llama 3.1's evaluated ramp, Phi-3's LongRoPE factors."""
+    rope = config.get("rope_parameters") or {}
+    if rope.get("rope_type") == "llama3":
+        base, dim = rope["rope_theta"], head_dim
+        freqs = 1.0 / (base ** (np.arange(0, dim, 2, dtype=np.float32) / dim))
+        factor, low, high = rope["factor"], rope["low_freq_factor"], rope["high_freq_factor"]
+        old_len = rope["original_max_position_embeddings"]
+        low_wavelen, high_wavelen = old_len / low, old_len / high
+        factors = []
+        for freq in freqs:
+            wavelen = 2 * math.pi / freq
+            if wavelen < high_wavelen:
+                factors.append(1.0)
+            elif wavelen > low_wavelen:
+                factors.append(factor)
+            else:
+                smooth = (old_len / wavelen - low) / (high - low)
+                factors.append(1 / ((1 - smooth) / factor + smooth))
+        writer.add_tensor("rope_freqs.weight", np.array(factors, dtype=np.float32))
+    if rope.get("rope_type") == "longrope":
+        original = config["original_max_position_embeddings"]
+        scale = config["max_position_embeddings"] / original
+        writer.add_rope_scaling_attn_factors(math.sqrt(1 + math.log(scale) / math.log(original)))
+        writer.add_rope_scaling_orig_ctx_len(original)
+        writer.add_tensor("rope_factors_long.weight", np.array(rope["long_factor"], dtype=np.float32))
+        writer.add_tensor("rope_factors_short.weight", np.array(rope["short_factor"], dtype=np.float32))
+
+
 def write_gguf(hf_dir: Path, out: Path, qtype: str = "F32") -> Path:
     """Convert the checkpoint at hf_dir into one GGUF file with 2-D weights stored as `qtype` (norms stay F32)."""
     config = json.loads((hf_dir / "config.json").read_text())
@@ -116,6 +146,9 @@ def write_gguf(hf_dir: Path, out: Path, qtype: str = "F32") -> Path:
     _tokenizer(writer, hf_dir, config)
     model_arch = next(a for a, name in gguf.MODEL_ARCH_NAMES.items() if name == arch)
     names = gguf.get_tensor_name_map(model_arch, config["num_hidden_layers"])
+    _rope_factor_tensors(
+        writer, config, config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
+    )
     n_head, n_kv = config["num_attention_heads"], config.get("num_key_value_heads") or config["num_attention_heads"]
     for hf_name, tensor in load_file(hf_dir / "model.safetensors").items():
         data = tensor.to(torch.float32).numpy()

@@ -54,7 +54,7 @@ ROUNDINGS = {
 }
 
 
-@pytest.mark.parametrize("kind", ["llama", "llama_tied", "qwen2"])
+@pytest.mark.parametrize("kind", ["llama", "llama_tied", "qwen2", "llama3"])
 @pytest.mark.parametrize("qtype", ["F32", "F16", "Q8_0"])
 def test_gguf_logits_match_transformers_on_the_same_weights(textgen_checkpoints, gguf_dir, kind, qtype):
     """F32 is the checkpoint itself; F16 and Q8_0 match transformers running the weights the file keeps.
@@ -64,7 +64,7 @@ def test_gguf_logits_match_transformers_on_the_same_weights(textgen_checkpoints,
     """
     path = textgen_checkpoints[kind]
     file = write_gguf(path, gguf_dir / f"{kind}-{qtype}.gguf", qtype)
-    ids, mask = left_padded([5, 8] if kind == "qwen2" else [5, 12, 21])
+    ids, mask = left_padded([5, 8] if kind == "qwen2" else [5, 12, 40])  # llama3: 40 > its original 32 positions
     ref = transformers_logits(path, ids, mask, ROUNDINGS[qtype])
     ours = full_logits(load_gguf_transformer(file, dtype=torch.float32), ids, mask)
     real = mask.bool()
@@ -141,7 +141,7 @@ def gemma2_for_gguf(tmp_path_factory: pytest.TempPathFactory, family_checkpoints
     return root
 
 
-@pytest.mark.parametrize("kind", ["gemma2", "gemma3", "phi3_window"])
+@pytest.mark.parametrize("kind", ["gemma2", "gemma3", "phi3_window", "phi3_longrope"])
 def test_gguf_families_greedy_matches_transformers(family_checkpoints, gemma2_for_gguf, gguf_dir, kind):
     path = gemma2_for_gguf if kind == "gemma2" else family_checkpoints[kind]
     file = write_gguf(path, gguf_dir / f"{kind}.gguf", "F32")

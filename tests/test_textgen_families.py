@@ -16,7 +16,7 @@ from taskhub_textgen.model import Transformer
 from taskhub_textgen.native_backend import NativeBackend, is_supported, positions_from_mask
 from test_textgen_model import full_logits, greedy, hf_model, left_padded
 
-FAMILIES = ["gemma2", "gemma3", "phi3_longrope", "phi3_window"]
+FAMILIES = ["gemma2", "gemma3", "gemma3_multimodal", "phi3_longrope", "phi3_window"]
 NEW_TOKENS = 64
 
 

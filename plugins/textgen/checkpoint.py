@@ -18,7 +18,10 @@ from .rope import ROPE_TYPES, RopeConfig
 
 LLAMA_FAMILY = ("llama", "mistral", "qwen2", "phi3")
 GEMMA_FAMILY = ("gemma2", "gemma3_text")
-SUPPORTED_MODEL_TYPES = ("gpt2", *LLAMA_FAMILY, *GEMMA_FAMILY)
+MULTIMODAL_TEXT = {"gemma3": "gemma3_text"}  # image-text checkpoints whose language model runs alone on text
+SUPPORTED_MODEL_TYPES = ("gpt2", *LLAMA_FAMILY, *GEMMA_FAMILY, *MULTIMODAL_TEXT)
+# where each family's decoder tensors live in the checkpoint (HF names below are relative to these)
+_PREFIXES = {"gpt2": ("transformer.",), "gemma3": ("language_model.model.", "model.language_model.", "language_model.")}
 
 # transformers' config defaults for the optional keys a config.json may leave out
 _DEFAULTS: dict[str, dict[str, Any]] = {
@@ -228,6 +231,12 @@ def transformer_config(hf: dict[str, Any]) -> TransformerConfig:
     model_type = hf.get("model_type")
     if model_type not in SUPPORTED_MODEL_TYPES:
         raise _unsupported(f"model_type {model_type!r} (supported: {', '.join(SUPPORTED_MODEL_TYPES)})")
+    if model_type in MULTIMODAL_TEXT:  # the text decoder of an image-text checkpoint: its text_config
+        if not isinstance(hf.get("text_config"), dict):
+            raise _unsupported(f"a {model_type} config without text_config")
+        # transformers' Gemma3ForConditionalGeneration never soft-caps its logits, whatever text_config says
+        text = {**hf["text_config"], "model_type": MULTIMODAL_TEXT[model_type], "final_logit_softcapping": None}
+        return transformer_config(text)
     hf = {**_DEFAULTS[model_type], **hf}
     try:
         if model_type in GEMMA_FAMILY:
@@ -356,11 +365,11 @@ def llama_names(cfg: TransformerConfig, model_type: str) -> Iterator[tuple[str, 
     yield "norm.weight", ["norm.weight"], False
 
 
-def _resolver(files: dict[str, Path], prefix: str) -> Callable[[str], str | None]:
+def _resolver(files: dict[str, Path], prefixes: tuple[str, ...]) -> Callable[[str], str | None]:
     """HF name without prefix -> the stored name (checkpoints differ in whether they keep the prefix)."""
 
     def resolve(name: str) -> str | None:
-        for candidate in (prefix + name, name):
+        for candidate in (*(p + name for p in prefixes), name):
             if candidate in files:
                 return candidate
         return None
@@ -377,8 +386,9 @@ def load_transformer(path: str | Path, dtype: torch.dtype | None = None, device:
         dtype = _DTYPES.get(hf.get("dtype") or hf.get("torch_dtype") or "float32", torch.float32)
     files = _weight_files(path)
     is_gpt2 = hf["model_type"] == "gpt2"
-    resolve = _resolver(files, "transformer." if is_gpt2 else "model.")
-    names = list(_gpt2_names(cfg) if is_gpt2 else llama_names(cfg, hf["model_type"]))
+    resolve = _resolver(files, _PREFIXES.get(hf["model_type"], ("model.",)))
+    model_type = MULTIMODAL_TEXT.get(hf["model_type"], hf["model_type"])
+    names = list(_gpt2_names(cfg) if is_gpt2 else llama_names(cfg, model_type))
     if not cfg.tie_embeddings:
         names.append(("output.weight", ["lm_head.weight"], False))
     state: dict[str, torch.Tensor] = {}

@@ -59,16 +59,37 @@ def _rope_parameters(meta: dict[str, Any], arch: str, head_dim: int) -> dict[str
     return params
 
 
-def hf_config(meta: dict[str, Any], tensor_names: set[str]) -> dict[str, Any]:
+def _frequency_factors(
+    params: dict[str, Any], meta: dict[str, Any], arch: str, factors: dict[str, list[float]], context: int
+) -> dict[str, Any]:
+    """RoPE whose frequencies llama.cpp stores as per-frequency divisors (inv_freq = base_inv_freq / factor).
+
+    Phi-3 LongRoPE files hold `rope_factors_short` / `rope_factors_long`: transformers' longrope
+    parameters exactly. Llama 3.1+ files hold `rope_freqs`, the llama3 ramp already evaluated:
+    the same formula with one table, written as a longrope whose two tables are equal, whose
+    switch point is the whole context (so the table never changes) and whose cos/sin scale is 1.
+    """
+    if "rope_factors_long.weight" in factors:
+        original = int(meta[f"{arch}.rope.scaling.original_context_length"])
+        long, short = factors["rope_factors_long.weight"], factors["rope_factors_short.weight"]
+        scale = meta.get(f"{arch}.rope.scaling.attn_factor")
+    else:
+        original, long = context, factors["rope_freqs.weight"]
+        short, scale = long, 1.0
+    params.update(rope_type="longrope", long_factor=long, short_factor=short, original_max_position_embeddings=original)
+    if scale is not None:
+        params["attention_factor"] = float(scale)
+    return params
+
+
+def hf_config(
+    meta: dict[str, Any], tensor_names: set[str], rope_factors: dict[str, list[float]] | None = None
+) -> dict[str, Any]:
     """The Hugging Face config.json a GGUF file's metadata describes (what convert_hf_to_gguf.py read)."""
     arch = meta.get("general.architecture")
     if arch not in ARCHITECTURES:
         raise ModelNotAvailableError(
             f"GGUF architecture {arch!r} is not covered by the native decoder (supported: {', '.join(ARCHITECTURES)})."
-        )
-    if "rope_freqs.weight" in tensor_names or "rope_factors_long.weight" in tensor_names:
-        raise ModelNotAvailableError(
-            "GGUF files with per-frequency RoPE factors (Llama 3.1, LongRoPE) are not supported."
         )
 
     def key(name: str, default: Any = None) -> Any:
@@ -79,6 +100,9 @@ def hf_config(meta: dict[str, Any], tensor_names: set[str]) -> dict[str, Any]:
 
     n_heads, hidden, n_layers = key("attention.head_count"), key("embedding_length"), key("block_count")
     head_dim = key("attention.key_length", hidden // n_heads)
+    rope = _rope_parameters(meta, arch, head_dim)
+    if rope_factors:
+        rope = _frequency_factors(rope, meta, arch, rope_factors, key("context_length"))
     config: dict[str, Any] = {
         "model_type": ARCHITECTURES[arch],
         "vocab_size": len(meta["tokenizer.ggml.tokens"]),
@@ -91,9 +115,11 @@ def hf_config(meta: dict[str, Any], tensor_names: set[str]) -> dict[str, Any]:
         "max_position_embeddings": key("context_length"),
         "rms_norm_eps": key("attention.layer_norm_rms_epsilon"),
         "tie_word_embeddings": "output.weight" not in tensor_names,
-        "rope_parameters": _rope_parameters(meta, arch, head_dim),
+        "rope_parameters": rope,
         "sliding_window": meta.get(f"{arch}.attention.sliding_window"),
     }
+    if rope["rope_type"] == "longrope":  # Phi-3's top-level key wins over rope_parameters in transformer_config
+        config["original_max_position_embeddings"] = rope["original_max_position_embeddings"]
     for name in ("bos", "eos", "padding"):
         if f"tokenizer.ggml.{name}_token_id" in meta:
             config[f"{'pad' if name == 'padding' else name}_token_id"] = meta[f"tokenizer.ggml.{name}_token_id"]
@@ -111,6 +137,14 @@ def hf_config(meta: dict[str, Any], tensor_names: set[str]) -> dict[str, Any]:
         local = {"rope_type": "default", "rope_theta": float(key("rope.freq_base_swa", 10000.0))}
         config["rope_parameters"] = {"full_attention": config["rope_parameters"], "sliding_attention": local}
     return config
+
+
+ROPE_FACTOR_TENSORS = ("rope_freqs.weight", "rope_factors_long.weight", "rope_factors_short.weight")
+
+
+def rope_factors(reader: Any) -> dict[str, list[float]]:
+    """The per-frequency RoPE divisors a file stores as tensors (Llama 3.1+, Phi-3 LongRoPE), by tensor name."""
+    return {t.name: [float(x) for x in t.data] for t in reader.tensors if t.name in ROPE_FACTOR_TENSORS}
 
 
 def _unpermute(weights: np.ndarray, n_head: int) -> np.ndarray:
@@ -136,7 +170,7 @@ def load_gguf_transformer(path: str | Path, dtype: torch.dtype | None = None, de
     gguf = _gguf()
     reader = gguf.GGUFReader(str(path))
     tensors = {t.name: t for t in reader.tensors}
-    hf = hf_config(read_metadata(reader), set(tensors))
+    hf = hf_config(read_metadata(reader), set(tensors), rope_factors(reader))
     cfg = transformer_config(hf)
     arch = reader.fields["general.architecture"].contents()
     target = dtype or _file_dtype(list(tensors.values()), gguf)
@@ -167,7 +201,7 @@ def load_gguf_transformer(path: str | Path, dtype: torch.dtype | None = None, de
 def read_gguf_config(path: str | Path) -> dict[str, Any]:
     """The Hugging Face config dict of a .gguf file (its metadata only; tensors are not read)."""
     reader = _gguf().GGUFReader(str(path))
-    return hf_config(read_metadata(reader), {t.name for t in reader.tensors})
+    return hf_config(read_metadata(reader), {t.name for t in reader.tensors}, rope_factors(reader))
 
 
 def load_gguf_tokenizer(path: str | Path) -> Any:
