@@ -164,9 +164,9 @@ class Engine:
         if rows > self.scheduler.max_batch_tokens:
             raise ParamError(f"num_return_sequences={rows} exceeds max_batch_tokens={self.scheduler.max_batch_tokens}.")
         bs = self.store.block_size
-        per_row = -(-total // bs)
         for window in self.windows:
-            if window is not None:
+            per_row = -(-total // bs)
+            if window is not None:  # blocks that leave the window are freed
                 per_row = min(per_row, -(-(window + self.scheduler.max_batch_tokens) // bs) + 1)
             if rows * per_row > self.num_blocks:
                 raise ParamError(

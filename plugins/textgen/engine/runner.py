@@ -50,7 +50,7 @@ class ModelRunner:
         groups = {w: self._group_step(g, w, entries, n_decode) for g, w in enumerate(self.windows)}
         idx = torch.tensor([ids], device=self.device)  # [1, N]
         pos = torch.tensor([positions], device=self.device)
-        at = torch.tensor(logits_at, device=self.device)
+        at = torch.tensor(logits_at, dtype=torch.long, device=self.device)
         step = PagedStep(self.store, groups)
         logits = self.model(idx, pos, torch.ones_like(idx, dtype=torch.bool), step, logits_at=at)[0].float()
         return logits, list(owners.values())
