@@ -39,6 +39,11 @@ class Batching(_Strict):
 
     sort_by_length: bool = Field(False, description="Sort preprocessed items by len() so batches pad little")
     batch_size: int = Field(8, ge=1, description="Default batch size")
+    continuous: bool = Field(
+        False,
+        description="The model stage schedules items itself (a continuous-batching engine): after preprocessing, "
+        "it gets every input of a call at once, in input order",
+    )
 
 
 class TaskManifest(_Strict):

@@ -163,6 +163,11 @@ class Pipeline:
         n_pre = len(self.manifest.preprocess)
         pre, rest = bound[:n_pre], bound[n_pre:]
         results: list[Any] = [None] * len(items)
+        if self.manifest.batching.continuous:
+            prepared = [
+                x for start in range(0, len(items), size) for x in self._run(pre, list(items[start : start + size]))
+            ]
+            return self._run(rest, prepared)
         if self.manifest.batching.sort_by_length:
             prepared = [
                 x for start in range(0, len(items), size) for x in self._run(pre, list(items[start : start + size]))

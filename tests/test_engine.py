@@ -159,7 +159,7 @@ def test_streaming_equals_solo_text_and_cancel_frees_blocks(models, tokenizer):
     engine = Engine(model, tokenizer, block_size=4, background=False)
     assert "".join(engine.submit(prompt, config, stream=True)) == solo(model, tokenizer, prompt, config)[0].text
     long = GenerationConfig(max_new_tokens=200, eos_token_id=[])
-    stream = iter(engine.submit(prompt, long, stream=True))
+    stream = engine.submit(prompt, long, stream=True)
     other = engine.submit(prompt, GenerationConfig(max_new_tokens=5, eos_token_id=[]))
     next(stream)
     assert engine.stats().blocks_used > 0

@@ -12,7 +12,9 @@ from taskhub.errors import ParamError
 
 from .backend import PromptBatch
 from .config import GenerationConfig, with_model_defaults
-from .generate import Generation, RowStream, generate, stream
+from .engine.request import RequestHandle
+from .generate import RowStream, generate, stream
+from .generation import Generation
 from .loading import TextGenModel
 from .prompts import Prompt
 
@@ -42,12 +44,37 @@ def request_config(
 
 
 def generate_text(items: list[Prompt], params: TextGenerationParams, ctx: StageContext) -> list[Any]:
-    """Stage `textgen.generate`: one Completion per prompt, or one RowStream with stream=True."""
+    """Stage `textgen.generate`: one Completion per prompt, or one text stream per prompt with stream=True.
+
+    Native decoders submit every prompt to the model's engine (each request with its own
+    controls, as if alone); beam search and transformers-backed models decode static
+    batches of the task's batch_size, sorted by length.
+    """
     model: TextGenModel = ctx.model
     if model.is_encoder_decoder:
         raise ParamError(
             "text-generation needs a decoder-only model; use text2text-generation for encoder-decoder models."
         )
+    engine = model.engine()
+    if engine is not None:
+        configs = [request_config(params, model, len(p.ids)) for p in items]
+        if all(c.num_beams == 1 for c in configs):
+            handles = [engine.submit(p.ids, c, stream=params.stream) for p, c in zip(items, configs)]
+            if params.stream:
+                return handles
+            return [Completion(prompt, handle.result()) for prompt, handle in zip(items, handles)]
+    size = ctx.task.batching.batch_size
+    order = sorted(range(len(items)), key=lambda i: -len(items[i].ids))
+    out: list[Any] = [None] * len(items)
+    for start in range(0, len(order), size):
+        chunk = order[start : start + size]
+        for i, result in zip(chunk, _generate_static([items[i] for i in chunk], params, model)):
+            out[i] = result
+    return out
+
+
+def _generate_static(items: list[Prompt], params: TextGenerationParams, model: TextGenModel) -> list[Any]:
+    """One left-padded batch through generate() (or stream())."""
     batch = PromptBatch.left_padded([p.ids for p in items], model.pad_token_id, model.device)
     config = request_config(params, model, batch.input_ids.shape[1])
     if params.stream:
@@ -87,7 +114,7 @@ def text_output(items: list[Any], params: TextOutputParams, ctx: StageContext) -
     """Stage `textgen.text_output`: [{"generated_text": ...}] per input; streams pass through."""
     out: list[Any] = []
     for item in items:
-        if isinstance(item, RowStream):
+        if isinstance(item, (RowStream, RequestHandle)):
             out.append(item)
             continue
         out.append(

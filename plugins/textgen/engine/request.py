@@ -107,6 +107,7 @@ class RequestHandle:
         self._request = request
         self._cancel = cancel
         self._step = step  # an engine without a background thread is driven by whoever waits
+        self._deltas: Iterator[str] | None = None
 
     @property
     def done(self) -> bool:
@@ -130,24 +131,38 @@ class RequestHandle:
         results = self._request.results
         return results[0] if results else None
 
-    def __iter__(self) -> Iterator[str]:
-        """Text deltas as they become final (submit with stream=True); cancels if abandoned."""
-        deltas = self._request.deltas
+    def __iter__(self) -> RequestHandle:
+        return self
+
+    def __next__(self) -> str:
+        """The next text delta, final when given (submit with stream=True)."""
+        if self._deltas is None:
+            self._deltas = self._read_deltas()
+        return next(self._deltas)
+
+    def close(self) -> None:
+        """Stop reading: cancels the request if it is still running."""
+        if self._deltas is not None:
+            self._deltas.close()
+        self.cancel()
+
+    def _read_deltas(self) -> Iterator[str]:
+        request = self._request
+        deltas = request.deltas
         if deltas is None:
             raise ValueError("submit(..., stream=True) to iterate text deltas")
         try:
             while True:
-                while self._step is not None and deltas.empty() and not self._request.done.is_set():
+                while self._step is not None and deltas.empty() and not request.done.is_set():
                     self._step()
                 delta = deltas.get()
                 if delta is None:
                     break
                 yield delta
         finally:
-            if not self._request.done.is_set():
-                self.cancel()
-        if self._request.error is not None:
-            raise self._request.error
+            self.cancel()
+        if request.error is not None:
+            raise request.error
 
     def cancel(self) -> None:
         """Stop the request and free its blocks (at the next step boundary)."""
