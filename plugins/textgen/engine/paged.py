@@ -50,9 +50,10 @@ class PagedKVStore:
 
 @dataclass
 class DecodeRows:
-    """Sequences that add one token this step, attended as one padded batch."""
+    """Consecutive sequences that add one token this step, attended as one padded batch."""
 
-    count: int  # rows (the first `count` tokens of the step)
+    start: int  # first of their tokens in the step's flat batch
+    count: int  # rows
     tables: torch.Tensor  # [B, max_blocks] live block ids, padded by repeating the last block
     mask: torch.Tensor  # [B, 1, 1, max_blocks * block_size] True = the query sees that key
 
@@ -72,7 +73,7 @@ class GroupStep:
     """What a forward needs for the layers of one group: where tokens go, what each query sees."""
 
     slots: torch.Tensor  # [N] flat slot (block * block_size + offset) of every token of the step
-    decode: DecodeRows | None
+    decode: list[DecodeRows]  # decoding rows in buckets of similar length (little padding)
     chunks: list[Chunk]
 
 
@@ -80,7 +81,7 @@ class PagedStep:
     """The model's cache for one engine step (implements kv_cache.Cache over a PagedKVStore).
 
     The step's tokens are flattened into one row of N tokens: first one token per decoding
-    sequence, then the prefill chunks. Keys/values are written to their slots, then each
+    sequence (shortest context first), then the prefill chunks. Keys/values are written to their slots, then each
     query attends over its own sequence's blocks, gathered into SDPA's layout.
     """
 
@@ -101,12 +102,11 @@ class PagedStep:
         k_store.view(-1, kvh, hd).index_copy_(0, step.slots, k[0].transpose(0, 1))
         v_store.view(-1, kvh, hd).index_copy_(0, step.slots, v[0].transpose(0, 1))
         parts = []
-        if step.decode is not None:
-            d = step.decode
+        for d in step.decode:
             B = d.count
             keys = k_store[d.tables].view(B, -1, kvh, hd).transpose(1, 2)  # [B, kv_heads, S, hd]
             values = v_store[d.tables].view(B, -1, kvh, hd).transpose(1, 2)
-            q_rows = q[0, :, :B].transpose(0, 1).unsqueeze(2)  # [B, heads, 1, hd]
+            q_rows = q[0, :, d.start : d.start + B].transpose(0, 1).unsqueeze(2)  # [B, heads, 1, hd]
             out = attend_fn(q_rows, keys, values, d.mask)  # [B, heads, 1, hd]
             parts.append(out.squeeze(2).transpose(0, 1).unsqueeze(0))  # [1, heads, B, hd]
         for c in step.chunks:

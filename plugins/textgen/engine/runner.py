@@ -35,7 +35,7 @@ class ModelRunner:
                 self.store.zero(g, fresh)
                 fresh.clear()
         entries = [(request, row, length) for request, length in work for row in request.live_rows]
-        entries.sort(key=lambda e: e[2] > 1)  # decoding rows (one token) first
+        entries.sort(key=lambda e: (e[2] > 1, e[1].computed if e[2] == 1 else 0))  # decoding rows first, shortest first
         ids: list[int] = []
         positions: list[int] = []
         logits_at: list[int] = []
@@ -63,15 +63,7 @@ class ModelRunner:
         for _, row, length in entries:
             blocks, first = row.blocks[g], row.first[g]
             slots.extend(blocks[p // bs - first] * bs + p % bs for p in range(row.computed, row.computed + length))
-        decode = None
-        if n_decode:
-            rows = [row for _, row, _ in entries[:n_decode]]
-            width = max(len(row.blocks[g]) for row in rows)
-            tables = torch.tensor([row.blocks[g] + [row.blocks[g][-1]] * (width - len(row.blocks[g])) for row in rows])
-            first = torch.tensor([row.first[g] * bs for row in rows])[:, None]  # [B, 1]
-            query = torch.tensor([row.computed for row in rows])[:, None]
-            mask = self._visible(first + torch.arange(width * bs)[None, :], query, window)  # [B, S]
-            decode = DecodeRows(n_decode, tables.to(self.device), mask[:, None, None, :].to(self.device))
+        decode = [self._decode_rows(g, window, entries, lo, hi) for lo, hi in self._buckets(g, entries[:n_decode])]
         chunks = []
         start = n_decode
         for _, row, length in entries[n_decode:]:
@@ -82,6 +74,31 @@ class ModelRunner:
             chunks.append(Chunk(start, length, table.to(self.device), mask.to(self.device)))
             start += length
         return GroupStep(torch.tensor(slots, device=self.device), decode, chunks)
+
+    @staticmethod
+    def _buckets(g: int, decoding: list[tuple[Request, Row, int]]) -> list[tuple[int, int]]:
+        """Split rows (sorted by context length) into runs whose longest is at most twice the shortest + 4 blocks."""
+        out: list[tuple[int, int]] = []
+        lo = 0
+        for i, (_, row, _) in enumerate(decoding):
+            if len(row.blocks[g]) > 2 * len(decoding[lo][1].blocks[g]) + 4:
+                out.append((lo, i))
+                lo = i
+        if decoding:
+            out.append((lo, len(decoding)))
+        return out
+
+    def _decode_rows(
+        self, g: int, window: int | None, entries: list[tuple[Request, Row, int]], lo: int, hi: int
+    ) -> DecodeRows:
+        bs = self.store.block_size
+        rows = [row for _, row, _ in entries[lo:hi]]
+        width = max(len(row.blocks[g]) for row in rows)
+        tables = torch.tensor([row.blocks[g] + [row.blocks[g][-1]] * (width - len(row.blocks[g])) for row in rows])
+        first = torch.tensor([row.first[g] * bs for row in rows])[:, None]  # [B, 1]
+        query = torch.tensor([row.computed for row in rows])[:, None]
+        mask = self._visible(first + torch.arange(width * bs)[None, :], query, window)  # [B, S]
+        return DecodeRows(lo, hi - lo, tables.to(self.device), mask[:, None, None, :].to(self.device))
 
     @staticmethod
     def _visible(key_pos: torch.Tensor, query_pos: torch.Tensor, window: int | None) -> torch.Tensor:
