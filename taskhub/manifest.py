@@ -42,6 +42,11 @@ class Batching(_Strict):
         description="Batch preprocessed items of similar sort_length together (within a window) so batches pad little",
     )
     batch_size: int = Field(8, ge=1, description="Default batch size")
+    continuous: bool = Field(
+        False,
+        description="The model stage schedules items itself (a continuous-batching engine): after preprocessing, "
+        "it gets every input of a call at once, in input order",
+    )
 
 
 class TaskManifest(_Strict):

@@ -164,6 +164,11 @@ class Pipeline:
         n_pre = len(self.manifest.preprocess)
         pre, rest = bound[:n_pre], bound[n_pre:]
         results: list[Any] = [None] * len(items)
+        if self.manifest.batching.continuous:
+            prepared = [
+                x for start in range(0, len(items), size) for x in self._run(pre, list(items[start : start + size]))
+            ]
+            return self._run(rest, prepared)
         if self.manifest.batching.sort_by_length:
             window = size * SORT_WINDOW_BATCHES
             for first in range(0, len(items), window):

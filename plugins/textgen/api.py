@@ -6,22 +6,45 @@ names; everything else in taskhub_textgen is private and may change.
 
 from __future__ import annotations
 
+from typing import Any
+
 from .backend import LogitsBackend, PromptBatch
 from .config import GenerationConfig, with_model_defaults
-from .generate import Generation, finish_text, generate, stream
+from .engine.engine import Engine, EngineStats
+from .engine.request import RequestCancelled, RequestHandle
+from .generate import generate, stream
+from .generation import Generation, finish_text
 from .hf_backend import ExtraInputs, HFBackend
 from .stopping import cut_at_stop
 
+
+def model_engine(loaded: Any) -> Engine | None:
+    """The engine of a model loaded by textgen's loader (a Pipeline's `.model`); None when it
+    decodes static batches only (transformers backend, encoder-decoder, engine disabled).
+
+    `engine.submit(prompt_ids_or_text, config, stream=False)` returns a RequestHandle:
+    `.result()` blocks for the Generations, iterating gives text deltas, `.cancel()` frees
+    its KV blocks; `engine.stats()` reports load, cache use, prefix hit rate, preemptions.
+    """
+    engine = getattr(loaded, "engine", None)
+    return engine() if callable(engine) else None
+
+
 __all__ = [
+    "Engine",
+    "EngineStats",
     "ExtraInputs",
     "Generation",
     "GenerationConfig",
     "HFBackend",
     "LogitsBackend",
     "PromptBatch",
+    "RequestCancelled",
+    "RequestHandle",
     "cut_at_stop",
     "finish_text",
     "generate",
+    "model_engine",
     "stream",
     "with_model_defaults",
 ]

@@ -16,7 +16,7 @@ import torch
 
 from .backend import LogitsBackend, PromptBatch
 from .config import GenerationConfig
-from .generate import (
+from .generation import (
     EOS,
     FINISH_REASONS,
     LENGTH,

@@ -3,41 +3,28 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 
 from .backend import LogitsBackend, PromptBatch
+from .beam_search import beam_search
 from .config import GenerationConfig
+from .generation import (
+    EOS,
+    FINISH_REASONS,
+    LENGTH,
+    STOP,
+    Generation,
+    finish_text,
+    make_generator,
+    prompt_context,
+    prompt_lengths,
+)
 from .metrics import MetricsClock
 from .processors import apply_processors, build_processors
-from .stopping import TextStream, cut_at_stop
-
-LENGTH, EOS, STOP = 0, 1, 2
-FINISH_REASONS = ("length", "eos", "stop")
-
-
-@dataclass
-class Generation:
-    """One generated sequence."""
-
-    token_ids: list[int]  # generated ids, the terminating EOS / stop id included
-    finish_reason: str  # "length" | "eos" | "stop"
-    text: str | None = None  # decoded, cut at a stop string, when a tokenizer was given
-    logprobs: list[dict] | None = None  # per token: token_id, logprob, top_logprobs
-    score: float | None = None  # beam search: length-penalised sum of log-probabilities
-    metrics: dict = field(default_factory=dict)
-
-
-def make_generator(seed: int | None, device: torch.device) -> torch.Generator | None:
-    """A generator seeded for this request only, or None for torch's global one."""
-    if seed is None:
-        return None
-    generator = torch.Generator(device=device)
-    generator.manual_seed(seed)
-    return generator
+from .stopping import TextStream
 
 
 def sample(scores: torch.Tensor, do_sample: bool, generator: torch.Generator | None) -> torch.Tensor:
@@ -94,47 +81,6 @@ class LogprobRecorder:
         return out
 
 
-def prompt_lengths(batch: PromptBatch) -> list[int]:
-    """Real (unpadded) prompt tokens per row; the encoder's input for encoder-decoder models."""
-    mask = batch.encoder_inputs.get("attention_mask")
-    if mask is None:
-        mask = batch.attention_mask if not batch.encoder_inputs else None
-    if mask is None:
-        source = next(iter(batch.encoder_inputs.values()))
-        return [int(source.shape[-1])] * source.shape[0]
-    return mask.sum(dim=1).tolist()
-
-
-CONTEXT_TOKENS = 4  # prompt tokens decoded before the output so its first token keeps its spacing
-
-
-def prompt_context(batch: PromptBatch) -> list[list[int]]:
-    """The last few real prompt tokens of every row."""
-    return [
-        [t for t, m in zip(ids, mask) if m][-CONTEXT_TOKENS:]
-        for ids, mask in zip(batch.input_ids.tolist(), batch.attention_mask.tolist())
-    ]
-
-
-def finish_text(
-    tokenizer: Any, ids: list[int], reason: str, config: GenerationConfig, context: Sequence[int] = ()
-) -> str:
-    """Decoded output: the terminating EOS / stop id dropped unless include_stop, stop strings cut.
-
-    With `context` (the prompt's last tokens) the output is decoded after them and the
-    prompt's text removed, as transformers' text-generation pipeline does: tokenizers that
-    drop the leading space of a first token then keep it.
-    """
-    if reason != "length" and ids and ids[-1] in config.finish_ids and not config.include_stop:
-        ids = ids[:-1]
-    text = tokenizer.decode(ids, skip_special_tokens=True)
-    if context:
-        head = tokenizer.decode(list(context), skip_special_tokens=True)
-        full = tokenizer.decode([*context, *ids], skip_special_tokens=True)
-        text = full[len(head) :] if full.startswith(head) else text
-    return cut_at_stop(text, config.stop, config.include_stop)[0] if config.stop else text
-
-
 class SamplingRun:
     """Greedy or sampled decoding of one request; iterate for each step's [B] token ids.
 
@@ -146,11 +92,12 @@ class SamplingRun:
 
     def __init__(
         self,
-        backend: LogitsBackend,
+        backend: LogitsBackend | None,
         batch: PromptBatch,
         config: GenerationConfig,
         tokenizer: Any = None,
         stream_text: bool = False,
+        vocab_size: int | None = None,
     ) -> None:
         if config.stop and tokenizer is None:
             raise ValueError("stop strings need a tokenizer")
@@ -164,7 +111,11 @@ class SamplingRun:
         mask = self.batch.attention_mask
         pad_lens = None if bool(mask.all()) else (mask != 0).int().argmax(dim=1)
         self.processors = build_processors(
-            config, prompt_len=self.prompt_len, pad_lens=pad_lens, vocab_size=backend.vocab_size, device=self.device
+            config,
+            prompt_len=self.prompt_len,
+            pad_lens=pad_lens,
+            vocab_size=backend.vocab_size if backend is not None else vocab_size,
+            device=self.device,
         )
         finish = config.finish_ids
         self.finish_ids = torch.tensor(finish, device=self.device) if finish else None
@@ -187,26 +138,46 @@ class SamplingRun:
 
     @torch.inference_mode()  # also when a stream is read after the stage that made it returned
     def __iter__(self) -> Iterator[torch.Tensor]:
-        config, prompt_len = self.config, self.prompt_len
+        assert self.backend is not None, "a run without a backend is driven by choose()"
         self.clock = MetricsClock(self.device)
-        if config.max_new_tokens == 0:
+        if self.config.max_new_tokens == 0:
             return
-        logits = self.backend.prefill(self.batch, config.max_new_tokens)
-        for step in range(config.max_new_tokens):
-            scores = apply_processors(self.processors, self.tokens[:, : prompt_len + step], logits)
-            next_ids = sample(scores, config.sampling, self.generator)
-            if self.logprobs is not None:
-                self.logprobs.record(scores, next_ids)
-            if self.finish_ids is not None or self.streams is not None:
-                next_ids = torch.where(self.unfinished, next_ids, self.pad)
-            self.tokens[:, prompt_len + step] = next_ids
-            self.steps = step + 1
-            self._mark_finished(next_ids, step)
-            self.clock.tick()
+        logits = self.backend.prefill(self.batch, self.config.max_new_tokens)
+        while True:
+            next_ids = self.choose(logits)
             yield next_ids
-            if self.steps == config.max_new_tokens or not bool(self.unfinished.any()):
+            if self.finished:
                 break
             logits = self.backend.decode(next_ids)
+        self.finish_streams()
+
+    @property
+    def finished(self) -> bool:
+        """Every row has stopped, or max_new_tokens are generated."""
+        return self.steps == self.config.max_new_tokens or not bool(self.unfinished.any())
+
+    def choose(self, logits: torch.Tensor) -> torch.Tensor:
+        """One step: [B, V] next-token logits of every row -> [B] chosen ids (pad for finished rows).
+
+        The generation engine calls this with each request's rows of a shared batch, so a
+        request consumes its processors and seeded generator exactly as when it runs alone.
+        """
+        assert self.clock is not None, "set the clock before the first step"
+        step = self.steps
+        scores = apply_processors(self.processors, self.tokens[:, : self.prompt_len + step], logits)
+        next_ids = sample(scores, self.config.sampling, self.generator)
+        if self.logprobs is not None:
+            self.logprobs.record(scores, next_ids)
+        if self.finish_ids is not None or self.streams is not None:
+            next_ids = torch.where(self.unfinished, next_ids, self.pad)
+        self.tokens[:, self.prompt_len + step] = next_ids
+        self.steps = step + 1
+        self._mark_finished(next_ids, step)
+        self.clock.tick()
+        return next_ids
+
+    def finish_streams(self) -> None:
+        """Generation ended: release the text the streams still hold."""
         if self.streams is not None:
             for stream in self.streams:
                 stream.finish()
@@ -269,8 +240,6 @@ def generate(
 ) -> list[list[Generation]]:
     """Decode every prompt of `batch`; per prompt its num_return_sequences sequences, best first."""
     if config.num_beams > 1:
-        from .beam_search import beam_search
-
         flat = beam_search(backend, batch, config, tokenizer)
     else:
         run = SamplingRun(backend, batch, config, tokenizer)

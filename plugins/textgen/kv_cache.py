@@ -2,7 +2,52 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, Protocol
+
 import torch
+
+AttendFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (q, k, v, mask) -> out
+
+
+class Cache(Protocol):
+    """What a cache layout does for the model: build its masks once per forward, run attention per layer.
+
+    The static KVCache below and the engine's paged cache both implement it; `attend_fn` is
+    the layer's attention math (model.attend with its scale), so every layout shares it.
+    """
+
+    def prepare(self, valid: torch.Tensor, windows: set[int | None]) -> dict[int | None, Any]:
+        """Claim room for this forward's tokens (valid [B, T]: False = padding); window -> mask."""
+        ...
+
+    def attend(
+        self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Any, attend_fn: AttendFn
+    ) -> torch.Tensor:
+        """Store k, v [B, kv_heads, T, hd] of `layer`, attend q [B, heads, T, hd] over everything stored."""
+        ...
+
+
+def attention_mask(key_valid: torch.Tensor, start: int, window: int | None) -> torch.Tensor:
+    """Boolean mask [B, 1, T, S] (True = attend) for queries at slots start..S-1 over keys 0..S-1.
+
+    A query sees real keys at or before its own slot, and with a window only the last
+    `window` slots (transformers' index rule `key > query - window`). Every query also
+    sees itself, so padding rows never softmax over nothing (their outputs are unused).
+    """
+    S = key_valid.shape[1]
+    if S - start == 1:  # one new token (decoding): a real query sees every real key in its window
+        mask = key_valid[:, None, None, :]
+        if window is not None and S > window:
+            mask = mask & (torch.arange(S, device=mask.device) > start - window)
+        return mask
+    q = torch.arange(start, S, device=key_valid.device)[:, None]  # [T, 1]
+    k = torch.arange(S, device=key_valid.device)[None, :]  # [1, S]
+    visible = k <= q
+    if window is not None:
+        visible = visible & (k > q - window)
+    mask = (key_valid[:, None, :] & visible) | (k == q)  # [B, T, S]
+    return mask[:, None]
 
 
 class KVCache:
@@ -45,6 +90,18 @@ class KVCache:
         self.start, self.length = self.length, self.length + t
         self.key_valid[:, self.start : self.length] = new_valid
         return self.key_valid[:, : self.length]
+
+    def prepare(self, valid: torch.Tensor, windows: set[int | None]) -> dict[int | None, Any]:
+        """Reserve the step's slots; the boolean mask [B, 1, T, S] of every window size."""
+        start = self.length
+        key_valid = self.reserve(valid)  # [B, S]
+        return {w: attention_mask(key_valid, start, w) for w in windows}
+
+    def attend(
+        self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Any, attend_fn: AttendFn
+    ) -> torch.Tensor:
+        k_all, v_all = self.update(layer, k, v)
+        return attend_fn(q, k_all, v_all, mask)
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Write this step's k, v [B, n_kv_heads, T, head_dim] of `layer`; all keys/values so far (views)."""

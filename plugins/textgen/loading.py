@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,9 @@ from taskhub.models import ModelSource
 
 from .backend import LogitsBackend
 from .checkpoint import load_transformer
+from .engine.engine import Engine, engine_supports
 from .hf_backend import HFBackend
+from .model import Transformer
 from .native_backend import NativeBackend, is_supported
 
 
@@ -38,6 +41,22 @@ class TextGenModel:
     generation_config: HFGenerationConfig  # generation_config.json (or config.json's special token ids)
     device: torch.device
     native: bool  # served by the native decoder
+    transformer: Transformer | None = None  # the native decoder, when native
+    engine_options: dict[str, Any] = field(default_factory=dict)  # Engine keyword arguments (source.options["engine"])
+    _engine: Engine | None = field(default=None, init=False, repr=False)
+    _engine_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    def engine(self) -> Engine | None:
+        """The continuous-batching engine shared by every caller of this loaded model (None: static path only)."""
+        if self.transformer is None or self.engine_options.get("enabled") is False:
+            return None
+        if not engine_supports(self.transformer):
+            return None
+        with self._engine_lock:
+            if self._engine is None:
+                options = {k: v for k, v in self.engine_options.items() if k != "enabled"}
+                self._engine = Engine(self.transformer, self.tokenizer, **options)
+        return self._engine
 
     @property
     def is_encoder_decoder(self) -> bool:
@@ -150,7 +169,9 @@ def load_generative_lm(source: ModelSource) -> TextGenModel:
     """A causal or encoder-decoder LM with its tokenizer.
 
     `options.backend`: "auto" (default: native decoder when checkpoint.is_supported, else
-    transformers), "native" or "transformers".
+    transformers), "native" or "transformers". `options.engine`: keyword arguments of the
+    native decoder's continuous-batching Engine (kv_cache_bytes, block_size, max_batch_tokens,
+    max_running, prefix_caching), or {"enabled": false} to decode static batches only.
     """
     path = Path(source.path)
     if path.suffix == ".gguf" and path.is_file():
@@ -169,13 +190,13 @@ def load_generative_lm(source: ModelSource) -> TextGenModel:
             f"The native decoder does not cover {config.get('model_type')!r} checkpoints at {path}."
         )
     device = torch.device(source.device)
+    engine_options = dict(source.options.get("engine") or {})
     if choice == "native" or (choice == "auto" and native_ok):
         transformer = load_transformer(path, dtype=source.dtype, device=source.device)
         make: Callable[[], LogitsBackend] = partial(NativeBackend, transformer)
-        native = True
-    else:
-        auto: Any = AutoModelForSeq2SeqLM if config.get("is_encoder_decoder") else AutoModelForCausalLM
-        model = auto.from_pretrained(path, **source.from_pretrained_kwargs()).to(device).eval()
-        make = partial(HFBackend, model)
-        native = False
-    return TextGenModel(make, tokenizer, config, _generation_config(path, config), device, native)
+        return TextGenModel(
+            make, tokenizer, config, _generation_config(path, config), device, True, transformer, engine_options
+        )
+    auto: Any = AutoModelForSeq2SeqLM if config.get("is_encoder_decoder") else AutoModelForCausalLM
+    model = auto.from_pretrained(path, **source.from_pretrained_kwargs()).to(device).eval()
+    return TextGenModel(partial(HFBackend, model), tokenizer, config, _generation_config(path, config), device, False)

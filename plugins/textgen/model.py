@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .kv_cache import KVCache
+from .kv_cache import Cache, KVCache
 from .rope import RopeConfig, RotaryEmbedding, apply_rotary
 
 ACTIVATIONS = {
@@ -159,8 +160,8 @@ class Attention(nn.Module):
         self,
         x: torch.Tensor,
         rope: tuple[torch.Tensor, torch.Tensor] | None,
-        mask: torch.Tensor,
-        cache: KVCache,
+        mask: Any,
+        cache: Cache,
     ) -> torch.Tensor:
         B, T, _ = x.shape
         h, kvh = self.n_heads, self.n_kv_heads
@@ -173,10 +174,13 @@ class Attention(nn.Module):
         q, k = qk[:, :, :h], qk[:, :, h:]
         v = qkv[:, :, h + kvh :]
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, heads, T, hd]
-        k, v = cache.update(self.layer, k, v)  # [B, kv_heads, S, hd], S = slots filled so far
-        y = attend(q, k, v, mask, self.scale, self.softcap)
+        y = cache.attend(self.layer, q, k, v, mask, self.attend)  # [B, heads, T, hd]
         y = y.transpose(1, 2).reshape(B, T, h * self.head_dim)  # [B, T, heads * hd]
         return self.wo(y)
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """This layer's attention math over keys/values that a cache layout gathered."""
+        return attend(q, k, v, mask, self.scale, self.softcap)
 
 
 class MLP(nn.Module):
@@ -217,37 +221,15 @@ class Block(nn.Module):
         self,
         x: torch.Tensor,
         rope: tuple[torch.Tensor, torch.Tensor] | None,
-        mask: torch.Tensor,
-        cache: KVCache,
+        mask: Any,
+        cache: Cache,
     ) -> torch.Tensor:
         x = x + self.post_attention_norm(self.attention(self.attention_norm(x), rope, mask, cache))
         return x + self.post_mlp_norm(self.mlp(self.mlp_norm(x)))
 
 
-def attention_mask(key_valid: torch.Tensor, start: int, window: int | None) -> torch.Tensor:
-    """Boolean mask [B, 1, T, S] (True = attend) for queries at slots start..S-1 over keys 0..S-1.
-
-    A query sees real keys at or before its own slot, and with a window only the last
-    `window` slots (transformers' index rule `key > query - window`). Every query also
-    sees itself, so padding rows never softmax over nothing (their outputs are unused).
-    """
-    S = key_valid.shape[1]
-    if S - start == 1:  # one new token (decoding): a real query sees every real key in its window
-        mask = key_valid[:, None, None, :]
-        if window is not None and S > window:
-            mask = mask & (torch.arange(S, device=mask.device) > start - window)
-        return mask
-    q = torch.arange(start, S, device=key_valid.device)[:, None]  # [T, 1]
-    k = torch.arange(S, device=key_valid.device)[None, :]  # [1, S]
-    visible = k <= q
-    if window is not None:
-        visible = visible & (k > q - window)
-    mask = (key_valid[:, None, :] & visible) | (k == q)  # [B, T, S]
-    return mask[:, None]
-
-
 class Transformer(nn.Module):
-    """Decoder-only language model; every forward reads and extends a KVCache."""
+    """Decoder-only language model; every forward reads and extends a cache (static KVCache or the engine's paged one)."""
 
     def __init__(self, cfg: TransformerConfig) -> None:
         super().__init__()
@@ -277,16 +259,16 @@ class Transformer(nn.Module):
         idx: torch.Tensor,
         positions: torch.Tensor,
         valid: torch.Tensor,
-        cache: KVCache,
+        cache: Cache,
         all_logits: bool = False,
+        logits_at: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Run tokens idx [B, T] at positions [B, T] (valid [B, T]: False = padding) after what `cache` holds.
 
-        Returns logits [B, T, V] with all_logits, else [B, 1, V] of the last slot only.
+        Returns logits [B, T, V] with all_logits, [B, len(logits_at), V] of the slots `logits_at`,
+        else [B, 1, V] of the last slot only.
         """
-        start = cache.length
-        key_valid = cache.reserve(valid)  # [B, S]
-        masks = {w: attention_mask(key_valid, start, w) for w in set(self.cfg.sliding_windows or (None,))}
+        masks = cache.prepare(valid, set(self.cfg.sliding_windows or (None,)))  # window -> the cache's mask
         x = self.tok_embeddings(idx)  # [B, T, dim]
         if self.cfg.embed_scale is not None:
             x = x * torch.tensor(self.cfg.embed_scale, dtype=x.dtype)  # rounded to the dtype first, as transformers
@@ -297,7 +279,9 @@ class Transformer(nn.Module):
         for i, layer in enumerate(self.layers):
             window = self.cfg.window(i)
             x = layer(x, rope if window is None else local_rope, masks[window], cache)
-        if not all_logits:
+        if logits_at is not None:
+            x = x[:, logits_at]
+        elif not all_logits:
             x = x[:, -1:]
         logits = self.output(self.norm(x))
         return logits if self.cfg.final_softcap is None else soft_cap(logits, self.cfg.final_softcap)

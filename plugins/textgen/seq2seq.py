@@ -13,7 +13,8 @@ from taskhub.errors import BadInputError, ParamError
 
 from .backend import PromptBatch
 from .config import GenerationConfig, check_new_tokens
-from .generate import Generation, generate
+from .generate import generate
+from .generation import Generation
 from .loading import TextGenModel
 from .stages import record, request_config
 

@@ -12,7 +12,9 @@ from taskhub.errors import ParamError
 
 from .backend import PromptBatch
 from .config import GenerationConfig, check_memory, check_token_ids, fit_prompts, with_model_defaults
-from .generate import Generation, RowStream, generate, stream
+from .engine.request import RequestHandle
+from .generate import RowStream, generate, stream
+from .generation import Generation
 from .loading import TextGenModel, generation_memory_budget
 from .prompts import Prompt
 
@@ -48,7 +50,12 @@ def request_config(
 
 
 def generate_text(items: list[Prompt], params: TextGenerationParams, ctx: StageContext) -> list[Any]:
-    """Stage `textgen.generate`: one Completion per prompt, or one RowStream with stream=True."""
+    """Stage `textgen.generate`: one Completion per prompt, or one text stream per prompt with stream=True.
+
+    Native decoders submit every prompt to the model's engine (each request with its own
+    controls, as if alone); beam search and transformers-backed models decode static
+    batches of the task's batch_size, sorted by length.
+    """
     model: TextGenModel = ctx.model
     if model.is_encoder_decoder:
         raise ParamError(
@@ -56,8 +63,31 @@ def generate_text(items: list[Prompt], params: TextGenerationParams, ctx: StageC
         )
     config = request_config(params, model, max(len(p.ids) for p in items))
     prompts = fit_prompts([p.ids for p in items], config.max_new_tokens, model.context, params.truncation)
-    rows = len(prompts) * max(config.num_beams, config.num_return_sequences)
+    engine = model.engine()
+    if engine is not None and config.num_beams == 1:
+        configs = [request_config(params, model, len(ids)) for ids in prompts]
+        handles = [engine.submit(ids, c, stream=params.stream) for ids, c in zip(prompts, configs)]
+        if params.stream:
+            return handles
+        return [Completion(prompt, handle.result()) for prompt, handle in zip(items, handles)]
+    size = ctx.task.batching.batch_size
+    order = sorted(range(len(items)), key=lambda i: -len(prompts[i]))
+    out: list[Any] = [None] * len(items)
+    for start in range(0, len(order), size):
+        chunk = order[start : start + size]
+        results = _generate_static([items[i] for i in chunk], [prompts[i] for i in chunk], params, model)
+        for i, result in zip(chunk, results):
+            out[i] = result
+    return out
+
+
+def _generate_static(
+    items: list[Prompt], prompts: list[list[int]], params: TextGenerationParams, model: TextGenModel
+) -> list[Any]:
+    """One left-padded batch of `prompts` (the items' ids, fitted to the context) through generate() or stream()."""
     longest = max(len(ids) for ids in prompts)
+    config = request_config(params, model, longest)
+    rows = len(prompts) * max(config.num_beams, config.num_return_sequences)
     check_memory(rows, longest, config.max_new_tokens, model.kv_bytes_per_token, generation_memory_budget())
     batch = PromptBatch.left_padded(prompts, model.pad_token_id, model.device)
     if params.stream:
@@ -97,7 +127,7 @@ def text_output(items: list[Any], params: TextOutputParams, ctx: StageContext) -
     """Stage `textgen.text_output`: [{"generated_text": ...}] per input; streams pass through."""
     out: list[Any] = []
     for item in items:
-        if isinstance(item, RowStream):
+        if isinstance(item, (RowStream, RequestHandle)):
             out.append(item)
             continue
         out.append(

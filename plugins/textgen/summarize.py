@@ -17,7 +17,7 @@ from taskhub.errors import ModelNotAvailableError, ParamError
 from taskhub.models import ModelSource
 
 from .config import GenerationConfig
-from .generate import Generation
+from .generation import Generation
 from .loading import TextGenModel, load_generative_lm
 from .seq2seq import Source, SourceParams, check_texts, generate_seq2seq, source_inputs
 
