@@ -110,7 +110,9 @@ def test_a_second_writer_is_refused_then_sigkill_and_rerun_give_every_id_once(tm
     counts = Counter(r["id"] for r in records)
     assert set(counts) == {f"k{i}" for i in range(len(texts))} and set(counts.values()) == {1}
     by_id = {r["id"]: r["output"] for r in records}
-    np.testing.assert_allclose([by_id[f"k{i}"] for i in range(len(texts))], reference_embeddings(texts), atol=2e-5)
+    sample = range(0, len(texts), 20)  # both runs' records, checked against sentence-transformers
+    got = [by_id[f"k{i}"] for i in sample]
+    np.testing.assert_allclose(got, reference_embeddings([texts[i] for i in sample]), atol=2e-5)
 
 
 def _held_message(out: Path, lock: Path, pid: int) -> str:
