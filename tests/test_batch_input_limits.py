@@ -4,6 +4,7 @@ huge lines and files, long audio), and the CLI's INPUT is text unless it names a
 from __future__ import annotations
 
 import io
+import json
 import os
 import threading
 import time
@@ -13,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from fixtures_batch import read_records, reference_embeddings, write_job, write_jsonl, write_texts
+from fixtures_batch import read_records, reference_embeddings, sentence, write_job, write_jsonl, write_texts
 
 import taskhub
 from taskhub.batch.readers import read_files, read_jsonl
@@ -210,3 +211,18 @@ def test_cli_input_files_and_stdin_are_capped(tmp_path: Path, monkeypatch: pytes
         cli_input("-", "text")
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO("caf\u00e9".encode())))
     assert cli_input("-", "text") == "caf\u00e9"
+
+
+def test_cli_run_takes_long_text_as_text_and_refuses_a_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from taskhub.cli import main
+
+    long_text = " ".join(sentence(i) for i in range(12))
+    assert len(long_text.encode()) > 255  # once: "File name too long"
+    assert main(["run", "feature-extraction", long_text, "--json"]) == 0
+    vector = json.loads(capsys.readouterr().out)
+    np.testing.assert_allclose(vector, reference_embeddings([long_text])[0], atol=2e-5)
+    assert main(["run", "feature-extraction", str(tmp_path)]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == [f"error: {str(tmp_path)!r} is a folder; expected text, a file or -."]

@@ -110,7 +110,9 @@ def test_a_second_writer_is_refused_then_sigkill_and_rerun_give_every_id_once(tm
     counts = Counter(r["id"] for r in records)
     assert set(counts) == {f"k{i}" for i in range(len(texts))} and set(counts.values()) == {1}
     by_id = {r["id"]: r["output"] for r in records}
-    np.testing.assert_allclose([by_id[f"k{i}"] for i in range(len(texts))], reference_embeddings(texts), atol=2e-5)
+    sample = range(0, len(texts), 20)  # both runs' records, checked against sentence-transformers
+    got = [by_id[f"k{i}"] for i in sample]
+    np.testing.assert_allclose(got, reference_embeddings([texts[i] for i in sample]), atol=2e-5)
 
 
 def _held_message(out: Path, lock: Path, pid: int) -> str:
@@ -239,3 +241,15 @@ def test_an_id_with_a_lone_surrogate_fails_alone_and_resume_does_not_redo_it(tmp
     rerun = taskhub.run_job(job, quiet=True)
     assert (rerun["skipped"], rerun["done"], rerun["failed"]) == (3, 0, 0)
     assert (tmp_path / "out.jsonl").read_bytes() == raw
+
+
+def test_a_lone_surrogate_id_in_a_parquet_job_is_written_once(tmp_path: Path) -> None:
+    pq = pytest.importorskip("pyarrow.parquet")
+    write_jsonl(tmp_path / "in.jsonl", [{"id": "ok", "text": "fine"}, {"id": "\udcff", "text": "x"}])
+    job = write_job(
+        tmp_path, inputs={"jsonl": "in.jsonl", "field": "text", "id_field": "id"}, output="out.parquet", batch_size=8
+    )
+    assert (taskhub.run_job(job, quiet=True)["failed"]) == 1
+    assert taskhub.run_job(job, quiet=True)["skipped"] == 2
+    table = pq.read_table(tmp_path / "out.parquet").to_pylist()
+    assert sorted(r["id"] for r in table) == ["\\udcff", "ok"]

@@ -18,7 +18,7 @@ class TokenizeParams(BaseModel):
 
 @dataclass
 class Encoded:
-    """One tokenized input; len() is its token count, which the core sorts batches by."""
+    """One tokenized input; len() and sort_length are its token count (the core sorts batches by sort_length)."""
 
     input_ids: list[int]
     extra: dict[str, list[int]] = field(default_factory=dict)  # other per-token model inputs (token_type_ids)

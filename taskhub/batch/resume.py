@@ -19,6 +19,8 @@ def record_key(item_id: object) -> str:
     """str(id), the key duplicate checks and resume compare; an unpaired surrogate (which no UTF-8
     file can hold) is spelled as its backslash escape, so every writer can store the key."""
     key = str(item_id)
+    if key.isascii():
+        return key
     try:
         key.encode("utf-8")
     except UnicodeEncodeError:
