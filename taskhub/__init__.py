@@ -1,6 +1,6 @@
 """taskhub: run any model task from YAML manifests and pluggy plugins with one call."""
 
-from .api import clear_caches, pipeline, run_task
+from .api import clear_cache, clear_caches, pipeline, run_task
 from .batch import run_job
 from .errors import (
     BadInputError,
@@ -33,6 +33,7 @@ __all__ = [
     "TaskhubError",
     "UnknownStageError",
     "UnknownTaskError",
+    "clear_cache",
     "clear_caches",
     "get_registry",
     "hookimpl",

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from pydantic import BaseModel, ValidationError
 
 from .errors import BadInputError, ParamError, TaskhubError
 from .manifest import TaskManifest
-from .models import ModelSource, default_device, model_cache, parse_dtype, resolve_model_path
+from .models import ModelCache, ModelSource, model_cache, parse_dtype, resolve_device, resolve_model_path
 from .plugins import get_registry
 from .registry import StageSpec
+
+if TYPE_CHECKING:
+    import torch
 
 CORE_PARAMS = ("batch_size",)
 
@@ -22,10 +25,11 @@ CORE_PARAMS = ("batch_size",)
 class StageContext:
     """What a stage sees besides its items and params."""
 
-    model: Any  # whatever the task's model loader returned (None for model-less tasks)
+    model: Any  # whatever the task's model loader returned (None for model-less tasks); shared by
+    # every call and thread: stages read it, never write to it
     task: TaskManifest
-    device: str
-    dtype: torch.dtype | None
+    device: str  # a device this machine has ("cpu", "cuda:0", ...)
+    dtype: torch.dtype | None  # None: the checkpoint's own
     model_id: str | None
 
 
@@ -120,9 +124,10 @@ class Pipeline:
         self.manifest = self.plan.manifest
         self.task = self.plan.task
         self.batch_size = _check_batch_size(self.manifest.batching.batch_size if batch_size is None else batch_size)
-        self.device = default_device(device)
+        self.device = resolve_device(device)
         self.dtype = parse_dtype(dtype)
         self.model_id = model or self.manifest.model.default
+        self.model_key: tuple[Any, ...] | None = None  # the model cache's key of self.model
         self.model = self._load_model(revision, trust_remote_code, allow_pickle)
         self.context = StageContext(self.model, self.manifest, self.device, self.dtype, self.model_id)
 
@@ -134,7 +139,7 @@ class Pipeline:
         revision = revision or spec.revision
         source = ModelSource(
             model_id=self.model_id,
-            path=resolve_model_path(self.model_id, revision, registry, allow_pickle),
+            path=resolve_model_path(self.model_id, revision, registry, allow_pickle, trust_remote_code),
             revision=revision,
             device=self.device,
             dtype=self.dtype,
@@ -142,6 +147,7 @@ class Pipeline:
             allow_pickle=allow_pickle,
             options=dict(spec.options),
         )
+        self.model_key = ModelCache.key(spec.loader, source)
         return model_cache.load(registry, spec.loader, source)
 
     @property
@@ -156,32 +162,51 @@ class Pipeline:
         results = self.run_items(items, batch_size=batch_size, **params)
         return results[0] if single else results
 
-    def run_items(self, items: Sequence[Any], *, batch_size: int | None = None, **params: Any) -> list[Any]:
-        """Results for `items` in input order; batches are formed by length when the task asks."""
+    def run_items(
+        self,
+        items: Sequence[Any],
+        *,
+        batch_size: int | None = None,
+        positions: Sequence[int] | None = None,
+        **params: Any,
+    ) -> list[Any]:
+        """Results for `items` in input order; batches are formed by length when the task asks.
+
+        A stage error about "Input N" (N: its index in the batch) is renumbered to the item's
+        position in the call -- or in `positions[i]` when the caller (a batch job) knows better.
+        """
         size = _check_batch_size(self.batch_size if batch_size is None else batch_size)
+        places = list(range(len(items)) if positions is None else positions)
         bound = list(zip(self.plan.stages, self.plan.stage_params(params)))
         n_pre = len(self.manifest.preprocess)
         pre, rest = bound[:n_pre], bound[n_pre:]
         results: list[Any] = [None] * len(items)
         if self.manifest.batching.sort_by_length:
             prepared = [
-                x for start in range(0, len(items), size) for x in self._run(pre, list(items[start : start + size]))
+                x
+                for start in range(0, len(items), size)
+                for x in self._run(pre, list(items[start : start + size]), places[start : start + size])
             ]
             order = sorted(range(len(prepared)), key=lambda i: -_length(prepared[i]))
             for start in range(0, len(order), size):
                 chunk = order[start : start + size]
-                for i, out in zip(chunk, self._run(rest, [prepared[i] for i in chunk])):
+                for i, out in zip(chunk, self._run(rest, [prepared[i] for i in chunk], [places[i] for i in chunk])):
                     results[i] = out
         else:
             for start in range(0, len(items), size):
                 batch = list(items[start : start + size])
-                results[start : start + len(batch)] = self._run(pre + rest, batch)
+                results[start : start + len(batch)] = self._run(pre + rest, batch, places[start : start + size])
         return results
 
-    def _run(self, stages: list[tuple[BoundStage, BaseModel]], batch: list[Any]) -> list[Any]:
+    def _run(self, stages: list[tuple[BoundStage, BaseModel]], batch: list[Any], places: list[int]) -> list[Any]:
+        import torch
+
         with torch.inference_mode():
             for stage, params in stages:
-                out = stage.spec.func(batch, params, self.context)
+                try:
+                    out = stage.spec.func(batch, params, self.context)
+                except TaskhubError as exc:
+                    raise _renumbered(exc, places) from exc.__cause__
                 if len(out) != len(batch):
                     raise TaskhubError(
                         f"stage {stage.spec.name!r} returned {len(out)} items for a batch of {len(batch)}"
@@ -191,6 +216,22 @@ class Pipeline:
 
     def __repr__(self) -> str:
         return f"Pipeline(task={self.task!r}, model={self.model_id!r}, device={self.device!r})"
+
+
+_INPUT_INDEX = re.compile(r"\bInput (\d+)\b")
+
+
+def _renumbered(exc: TaskhubError, places: list[int]) -> TaskhubError:
+    """`exc` with every "Input N" (N: index in the batch) rewritten to "Input places[N]"."""
+
+    def place(match: re.Match[str]) -> str:
+        index = int(match.group(1))
+        return f"Input {places[index]}" if index < len(places) else match.group(0)
+
+    message = _INPUT_INDEX.sub(place, str(exc))
+    if message != str(exc):
+        exc.args = (message,)
+    return exc
 
 
 def _check_batch_size(size: Any) -> int:

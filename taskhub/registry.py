@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .errors import PluginError, UnknownStageError, UnknownTaskError, did_you_mean
 from .manifest import TaskManifest
@@ -30,6 +31,11 @@ class StageSpec:
     func: Callable[..., list[Any]]
     params_model: type[BaseModel]
     plugin: str
+
+    @property
+    def doc(self) -> str:
+        """The stage function's docstring (what `taskhub stages` shows)."""
+        return inspect.getdoc(self.func) or ""
 
 
 @dataclass(frozen=True)
@@ -98,7 +104,8 @@ class Registry:
 
     def add_task(self, entry: TaskEntry) -> None:
         """Add a task; a name or alias another task already uses is an error naming both."""
-        for name in [entry.manifest.task, *entry.manifest.aliases]:
+        names = [entry.manifest.task, *entry.manifest.aliases]
+        for name in names:
             owner = self._aliases.get(name)
             if owner is not None:
                 first = self._tasks[owner]
@@ -106,6 +113,7 @@ class Registry:
                     f"task name {name!r} is claimed by both {first.path} (plugin {first.plugin!r}) "
                     f"and {entry.path} (plugin {entry.plugin!r})"
                 )
+        for name in names:
             self._aliases[name] = entry.manifest.task
         self._tasks[entry.manifest.task] = entry
 
@@ -121,6 +129,41 @@ class Registry:
             if match:
                 return entry, {k: v for k, v in match.groupdict().items() if v is not None}
         raise UnknownTaskError(did_you_mean(name, self._aliases, "task"))
+
+    def task_problems(self, manifest: TaskManifest) -> list[tuple[tuple[str | int, ...], str]]:
+        """What is wrong with a task manifest given what is registered: unknown stages or loader,
+        and stage `params:` their params model rejects; as (field location, message) pairs."""
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+        refs: list[tuple[tuple[str | int, ...], Any]] = [
+            *((("preprocess", i), ref) for i, ref in enumerate(manifest.preprocess)),
+            (("model_stage",), manifest.model_stage),
+            *((("postprocess", i), ref) for i, ref in enumerate(manifest.postprocess)),
+        ]
+        for loc, ref in refs:
+            if ref.stage not in self.stages:
+                problems.append(((*loc, "stage"), did_you_mean(ref.stage, self.stages.items, "stage")))
+                continue
+            try:
+                self.stages.get(ref.stage).params_model.model_validate(ref.params)
+            except ValidationError as exc:
+                for err in exc.errors():
+                    where = (*loc, "params", *err["loc"])
+                    problems.append((where, f"{err['msg']} (params of stage {ref.stage!r})"))
+        if manifest.model.loader and manifest.model.loader not in self.loaders:
+            problems.append(
+                (("model", "loader"), did_you_mean(manifest.model.loader, self.loaders.items, "model loader"))
+            )
+        return problems
+
+    def remove_plugin(self, plugin: str) -> None:
+        """Forget everything `plugin` registered (it failed half way, or lost a name conflict)."""
+        tables: tuple[Table[Any], ...] = (self.stages, self.loaders, self.local_models, self.readers, self.writers)
+        for table in tables:
+            table.items = {k: v for k, v in table.items.items() if v.plugin != plugin}
+        self.manifest_dirs = [d for d in self.manifest_dirs if d.plugin != plugin]
+        gone = {name for name, entry in self._tasks.items() if entry.plugin == plugin}
+        self._tasks = {name: entry for name, entry in self._tasks.items() if name not in gone}
+        self._aliases = {alias: name for alias, name in self._aliases.items() if name not in gone}
 
     def tasks(self) -> list[TaskEntry]:
         return [self._tasks[name] for name in sorted(self._tasks)]

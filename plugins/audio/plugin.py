@@ -10,6 +10,8 @@ from taskhub.hookspecs import hookimpl
 from . import asr, classify, features, tts, whisper
 from .loading import load_audio_classifier, load_speech_recognizer, load_text_to_waveform
 
+TASKHUB_REQUIRES = ("textgen",)  # plugins whose public API or stages this one uses
+
 
 @hookimpl
 def register_stages(register: Callable[..., None]) -> None:

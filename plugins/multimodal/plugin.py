@@ -12,6 +12,11 @@ from taskhub.hookspecs import hookimpl
 from . import caption, chat
 from .loading import load_multimodal_model
 
+TASKHUB_REQUIRES = (
+    "textgen",
+    "vision",
+)  # plugins whose public API or stages this one uses
+
 
 @hookimpl
 def register_stages(register: Callable[..., None]) -> None:

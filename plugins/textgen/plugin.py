@@ -11,6 +11,8 @@ from . import prompts, seq2seq, stages, summarize
 from .config import GenerationConfig
 from .loading import load_generative_lm
 
+TASKHUB_REQUIRES = ("text",)  # plugins whose public API or stages this one uses
+
 
 @hookimpl
 def register_stages(register: Callable[..., None]) -> None:

@@ -12,6 +12,8 @@ from .images import load_images
 from .loading import load_vision_model
 from .preprocess import preprocess
 
+TASKHUB_REQUIRES = ("text",)  # plugins whose public API or stages this one uses
+
 
 @hookimpl
 def register_stages(register: Callable[..., None]) -> None:

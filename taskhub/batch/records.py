@@ -32,6 +32,8 @@ class WorkSpec:
     base: str  # the manifest's folder: relative paths in records resolve against it
     batch_size: int
     on_error: Literal["record", "stop"]
+    trust_remote_code: bool = False
+    allow_pickle: bool = False
 
 
 def build_pipeline(spec: WorkSpec) -> Pipeline:
@@ -42,6 +44,8 @@ def build_pipeline(spec: WorkSpec) -> Pipeline:
         revision=spec.revision,
         device=spec.device,
         dtype=spec.dtype,
+        trust_remote_code=spec.trust_remote_code,
+        allow_pickle=spec.allow_pickle,
         batch_size=spec.batch_size,
         **spec.params,
     )
