@@ -67,6 +67,8 @@ def run_task(
         pipe = _pipelines.get(key)
         if pipe is not None:
             _pipelines.move_to_end(key)
+    if pipe is not None and pipe.model_key is not None:
+        model_cache.touch(pipe.model_key)
     if pipe is None:  # built outside the lock: another task's model may load meanwhile
         pipe = Pipeline(
             task,

@@ -175,22 +175,22 @@ def cache_limit(setting: str | None) -> tuple[int | None, int | None]:
 
 
 def model_bytes(model: Any) -> int:
-    """Bytes held in tensors by a loaded model: its torch modules' parameters and buffers,
-    found on the object itself or one attribute down (loaders return small bundles)."""
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a dependency
-        return 0
-    candidates = [model, *(vars(model).values() if hasattr(model, "__dict__") else [])]
-    seen: set[int] = set()
-    total = 0
+    """Bytes held in tensors by a loaded model: torch modules' parameters and buffers, and bare
+    tensors, found on the object itself or one attribute (or mapping value) down."""
+    import torch
+
+    candidates = [model]
+    if isinstance(model, dict):
+        candidates += list(model.values())
+    elif hasattr(model, "__dict__"):
+        candidates += list(vars(model).values())
+    tensors: dict[int, torch.Tensor] = {}
     for value in candidates:
         if isinstance(value, torch.nn.Module):
-            for tensor in [*value.parameters(), *value.buffers()]:
-                if id(tensor) not in seen:
-                    seen.add(id(tensor))
-                    total += tensor.numel() * tensor.element_size()
-    return total
+            tensors.update((id(t), t) for t in [*value.parameters(), *value.buffers()])
+        elif isinstance(value, torch.Tensor):
+            tensors[id(value)] = value
+    return sum(t.numel() * t.element_size() for t in tensors.values())
 
 
 class ModelCache:
@@ -269,6 +269,12 @@ class ModelCache:
             del self._models[oldest]
             evicted.append(oldest)
         return evicted
+
+    def touch(self, key: tuple[Any, ...]) -> None:
+        """Mark a cached model as just used (a caller reused it without loading)."""
+        with self._lock:
+            if key in self._models:
+                self._models.move_to_end(key)
 
     def keys(self) -> list[tuple[Any, ...]]:
         """Cached keys, least recently used first."""

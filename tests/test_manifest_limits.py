@@ -27,7 +27,9 @@ def test_duplicate_key_is_an_error_with_its_line(tmp_path):
 
 
 def test_duplicate_key_nested(tmp_path):
-    path = write(tmp_path, "dup.yaml", "job: j\ntask: t\ninputs:\n  jsonl: a.jsonl\n  jsonl: b.jsonl\noutput: o.jsonl\n")
+    path = write(
+        tmp_path, "dup.yaml", "job: j\ntask: t\ninputs:\n  jsonl: a.jsonl\n  jsonl: b.jsonl\noutput: o.jsonl\n"
+    )
     with pytest.raises(ManifestError, match=rf"{path}:5: .*duplicate key 'jsonl'"):
         load_job_manifest(path)
 
