@@ -1,7 +1,7 @@
 """taskhub: run any model task from YAML manifests and pluggy plugins with one call."""
 
 from .api import clear_cache, clear_caches, pipeline, run_task
-from .batch import run_job
+from .batch import BatchReader, BatchWriter, Item, run_job
 from .errors import (
     BadInputError,
     ManifestError,
@@ -13,13 +13,18 @@ from .errors import (
     UnknownTaskError,
 )
 from .hookspecs import hookimpl
-from .manifest import JobManifest, StageRef, TaskManifest
+from .manifest import JobInputs, JobManifest, StageRef, TaskManifest
 from .models import ModelSource
 from .pipeline import Pipeline, StageContext
-from .plugins import get_registry, plugin_statuses, register_plugin, unregister_plugin
+from .plugins import PluginStatus, get_registry, plugin_statuses, register_plugin, unregister_plugin
 
 __all__ = [
     "BadInputError",
+    "BatchReader",
+    "BatchWriter",
+    "Item",
+    "JobInputs",
+    "PluginStatus",
     "JobManifest",
     "ManifestError",
     "ModelNotAvailableError",

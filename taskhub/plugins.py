@@ -166,7 +166,7 @@ class PluginHost:
         another plugin already registered fails the whole plugin."""
         for path in sorted(Path(folder).glob("*.yaml")):
             try:
-                manifest = load_checked_task_manifest(path, registry)
+                manifest = load_checked_task_manifest(path, registry, import_params=False)
             except TaskhubError as exc:
                 status = PluginStatus(f"{plugin}:{path.name}", str(path), False, str(exc))
                 self.statuses[status.name] = status
@@ -175,12 +175,13 @@ class PluginHost:
             registry.add_task(TaskEntry(manifest, path, plugin))
 
 
-def load_checked_task_manifest(path: Path, registry: Registry) -> TaskManifest:
+def load_checked_task_manifest(path: Path, registry: Registry, import_params: bool = True) -> TaskManifest:
     """A task manifest validated in full: its schema, and its stages, loader and stage params
-    against what is registered; errors name the file, line and field."""
+    against what is registered; errors name the file, line and field. `import_params=False`
+    skips params models that are still lazy references (plugin loading imports nothing heavy)."""
     data, root = read_yaml(path)
     manifest: TaskManifest = validate(TaskManifest, data, str(path), root)
-    problems = registry.task_problems(manifest)
+    problems = registry.task_problems(manifest, import_params)
     if problems:
         raise located_error(problems, str(path), root)
     return manifest

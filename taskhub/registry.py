@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -11,6 +10,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from . import lazy
 from .errors import PluginError, UnknownStageError, UnknownTaskError, did_you_mean
 from .manifest import TaskManifest
 
@@ -25,17 +25,39 @@ class NoParams(BaseModel):
 
 @dataclass(frozen=True)
 class StageSpec:
-    """A registered stage: its function, params model and owning plugin."""
+    """A registered stage: its function, params model and owning plugin. The function and the
+    params model may be given as "module:name" references, imported when first used."""
 
     name: str
-    func: Callable[..., list[Any]]
-    params_model: type[BaseModel]
+    target: Callable[..., list[Any]] | str
+    params_target: type[BaseModel] | str
     plugin: str
 
     @property
+    def func(self) -> Callable[..., list[Any]]:
+        func = lazy.resolve(self.target)
+        if not callable(func):
+            raise PluginError(f"stage {self.name!r} of plugin {self.plugin!r}: {self.target!r} is not callable")
+        return func
+
+    @property
+    def params_model(self) -> type[BaseModel]:
+        model = lazy.resolve(self.params_target)
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            raise PluginError(
+                f"stage {self.name!r} of plugin {self.plugin!r}: params_model must be a pydantic BaseModel class"
+            )
+        return model
+
+    @property
+    def params_loaded(self) -> bool:
+        """False while the params model is a reference not imported yet."""
+        return lazy.is_resolved(self.params_target)
+
+    @property
     def doc(self) -> str:
-        """The stage function's docstring (what `taskhub stages` shows)."""
-        return inspect.getdoc(self.func) or ""
+        """The stage function's docstring (what `taskhub stages` shows), without importing it."""
+        return lazy.docstring(self.target)
 
 
 @dataclass(frozen=True)
@@ -73,7 +95,8 @@ class Table(Generic[T]):
     def get(self, name: str) -> T:
         if name not in self.items:
             raise UnknownStageError(did_you_mean(name, self.items, self.what))
-        return self.items[name].value
+        value: T = lazy.resolve(self.items[name].value)  # a "module:name" reference is imported now
+        return value
 
     def __contains__(self, name: object) -> bool:
         return name in self.items
@@ -93,12 +116,18 @@ class Registry:
     _aliases: dict[str, str] = field(default_factory=dict)
 
     def add_stage(
-        self, plugin: str, name: str, func: Callable[..., list[Any]], params_model: type[BaseModel] | None = None
+        self,
+        plugin: str,
+        name: str,
+        func: Callable[..., list[Any]] | str,
+        params_model: type[BaseModel] | str | None = None,
     ) -> None:
-        if not callable(func):
-            raise PluginError(f"plugin {plugin!r} registered stage {name!r} with a non-callable {func!r}")
+        if not (callable(func) or lazy.is_ref(func)):
+            raise PluginError(
+                f"plugin {plugin!r} registered stage {name!r} with {func!r}: expected a function or 'module:function'"
+            )
         model = params_model or NoParams
-        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        if not (lazy.is_ref(model) or (isinstance(model, type) and issubclass(model, BaseModel))):
             raise PluginError(f"stage {name!r} of plugin {plugin!r}: params_model must be a pydantic BaseModel class")
         self.stages.add(name, StageSpec(name, func, model, plugin), plugin)
 
@@ -130,9 +159,13 @@ class Registry:
                 return entry, {k: v for k, v in match.groupdict().items() if v is not None}
         raise UnknownTaskError(did_you_mean(name, self._aliases, "task"))
 
-    def task_problems(self, manifest: TaskManifest) -> list[tuple[tuple[str | int, ...], str]]:
+    def task_problems(
+        self, manifest: TaskManifest, import_params: bool = True
+    ) -> list[tuple[tuple[str | int, ...], str]]:
         """What is wrong with a task manifest given what is registered: unknown stages or loader,
-        and stage `params:` their params model rejects; as (field location, message) pairs."""
+        and stage `params:` their params model rejects; as (field location, message) pairs.
+        With `import_params=False` params models not imported yet are left for later (plugin loading
+        stays cheap; `manifest validate` and the first run check them)."""
         problems: list[tuple[tuple[str | int, ...], str]] = []
         refs: list[tuple[tuple[str | int, ...], Any]] = [
             *((("preprocess", i), ref) for i, ref in enumerate(manifest.preprocess)),
@@ -143,8 +176,11 @@ class Registry:
             if ref.stage not in self.stages:
                 problems.append(((*loc, "stage"), did_you_mean(ref.stage, self.stages.items, "stage")))
                 continue
+            spec = self.stages.get(ref.stage)
+            if not (import_params or spec.params_loaded):
+                continue
             try:
-                self.stages.get(ref.stage).params_model.model_validate(ref.params)
+                spec.params_model.model_validate(ref.params)
             except ValidationError as exc:
                 for err in exc.errors():
                     where = (*loc, "params", *err["loc"])

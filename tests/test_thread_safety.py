@@ -46,6 +46,7 @@ def hammer(
     return wrong
 
 
+@pytest.mark.slow
 def test_feature_extraction_max_length_does_not_leak_between_threads(text_models, fine_grained_switching):
     pipe = taskhub.pipeline("feature-extraction", str(text_models["encoder"]), device="cpu")
     calls = {m: (lambda m=m: len(pipe(TEXT, max_length=m, pooling="none"))) for m in (3, 40)}
@@ -110,6 +111,7 @@ def nllb_reference(path, text: str, src: str, tgt: str) -> str:
     return tokenizer.batch_decode(out, skip_special_tokens=True)[0]
 
 
+@pytest.mark.slow
 def test_translation_src_lang_never_changes_the_shared_tokenizer(nllb_dir, fine_grained_switching):
     text = "the house is big"
     pipe = taskhub.pipeline("translation", str(nllb_dir), device="cpu")

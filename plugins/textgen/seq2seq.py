@@ -176,3 +176,8 @@ def output_as(key: str) -> Any:
 
     output.__doc__ = f"Output stage: [{{{key!r}: ...}}] per input."
     return output
+
+
+generated_text = output_as("generated_text")  # stage textgen.generated_text
+translation_text = output_as("translation_text")  # stage textgen.translation_text
+summary_text = output_as("summary_text")  # stage textgen.summary_text
