@@ -1,7 +1,8 @@
 """taskhub: run any model task from YAML manifests and pluggy plugins with one call."""
 
+from typing import TYPE_CHECKING, Any
+
 from .api import clear_cache, clear_caches, pipeline, run_task
-from .batch import BatchReader, BatchWriter, Item, run_job
 from .errors import (
     BadInputError,
     ManifestError,
@@ -17,6 +18,21 @@ from .manifest import JobInputs, JobManifest, StageRef, TaskManifest
 from .models import ModelSource
 from .pipeline import Pipeline, StageContext
 from .plugins import PluginStatus, get_registry, plugin_statuses, register_plugin, unregister_plugin
+
+if TYPE_CHECKING:
+    from .batch import BatchReader, BatchWriter, Item, run_job
+
+_BATCH_NAMES = ("BatchReader", "BatchWriter", "Item", "run_job")
+
+
+def __getattr__(name: str) -> Any:
+    """Batch-job names import taskhub.batch (and numpy) on first use: `import taskhub` stays quick."""
+    if name in _BATCH_NAMES:
+        from . import batch
+
+        return getattr(batch, name)
+    raise AttributeError(f"module 'taskhub' has no attribute {name!r}")
+
 
 __all__ = [
     "BadInputError",

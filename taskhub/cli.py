@@ -52,11 +52,15 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 
 def stage_rows() -> list[dict[str, Any]]:
     """Every registered stage: name, plugin, params (from its pydantic model) and docstring."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     registry = get_registry()
     for name in sorted(registry.stages.items):
         spec = registry.stages.get(name)
-        schema = spec.params_model.model_json_schema()
+        try:
+            schema = spec.params_model.model_json_schema()
+        except TaskhubError as exc:  # its module does not import: list the stage, say why
+            rows.append({"stage": name, "plugin": spec.plugin, "params": [], "doc": spec.doc, "error": str(exc)})
+            continue
         required = set(schema.get("required", []))
         params = [
             {
@@ -68,7 +72,7 @@ def stage_rows() -> list[dict[str, Any]]:
             }
             for field, info in schema.get("properties", {}).items()
         ]
-        rows.append({"stage": name, "plugin": spec.plugin, "params": params, "doc": spec.doc})
+        rows.append({"stage": name, "plugin": spec.plugin, "params": params, "doc": spec.doc, "error": None})
     return rows
 
 
@@ -90,6 +94,8 @@ def cmd_stages(args: argparse.Namespace) -> int:
         print(f"{row['stage']}  (plugin {row['plugin']})")
         if row["doc"]:
             print(f"    {row['doc'].splitlines()[0]}")
+        if row["error"]:
+            print(f"    unavailable: {row['error']}")
         for param in row["params"]:
             default = "required" if param["required"] else f"default {json.dumps(param['default'], default=str)}"
             description = f" -- {param['description']}" if param["description"] else ""
