@@ -1,7 +1,8 @@
 """taskhub: run any model task from YAML manifests and pluggy plugins with one call."""
 
-from .api import clear_caches, pipeline, run_task
-from .batch import run_job
+from typing import TYPE_CHECKING, Any
+
+from .api import clear_cache, clear_caches, pipeline, run_task
 from .errors import (
     BadInputError,
     ManifestError,
@@ -13,13 +14,33 @@ from .errors import (
     UnknownTaskError,
 )
 from .hookspecs import hookimpl
-from .manifest import JobManifest, StageRef, TaskManifest
+from .manifest import JobInputs, JobManifest, StageRef, TaskManifest
 from .models import ModelSource
 from .pipeline import Pipeline, StageContext
-from .plugins import get_registry, plugin_statuses, register_plugin, unregister_plugin
+from .plugins import PluginStatus, get_registry, plugin_statuses, register_plugin, unregister_plugin
+
+if TYPE_CHECKING:
+    from .batch import BatchReader, BatchWriter, Item, run_job
+
+_BATCH_NAMES = ("BatchReader", "BatchWriter", "Item", "run_job")
+
+
+def __getattr__(name: str) -> Any:
+    """Batch-job names import taskhub.batch (and numpy) on first use: `import taskhub` stays quick."""
+    if name in _BATCH_NAMES:
+        from . import batch
+
+        return getattr(batch, name)
+    raise AttributeError(f"module 'taskhub' has no attribute {name!r}")
+
 
 __all__ = [
     "BadInputError",
+    "BatchReader",
+    "BatchWriter",
+    "Item",
+    "JobInputs",
+    "PluginStatus",
     "JobManifest",
     "ManifestError",
     "ModelNotAvailableError",
@@ -33,6 +54,7 @@ __all__ = [
     "TaskhubError",
     "UnknownStageError",
     "UnknownTaskError",
+    "clear_cache",
     "clear_caches",
     "get_registry",
     "hookimpl",

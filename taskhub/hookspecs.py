@@ -1,7 +1,13 @@
 """The plugin contract: every hook a taskhub plugin may implement.
 
 Each hook receives a `register` callback and calls it once per thing it provides.
-Hooks only register; they must not load models or do slow work.
+Hooks only register; they must not load models or do slow work. Functions, classes and params
+models may be registered as ``"package.module:name"`` references: the module is imported when
+the stage or loader first runs, so importing a plugin stays cheap.
+
+A plugin that uses another plugin's stages, loaders or public API declares it with a module (or
+plugin object) attribute ``TASKHUB_REQUIRES = ("text",)``: it registers after those plugins, and
+is reported unavailable when one of them is missing or failed. See docs/plugins.md.
 """
 
 from __future__ import annotations
@@ -21,11 +27,14 @@ def register_stages(register: Callable[..., None]) -> None:
 
     Call ``register(name, func, params_model=None)`` per stage:
 
-    - ``name``: dotted, globally unique, prefixed by the plugin (``"text.tokenize"``).
-    - ``func(items: list, params: params_model, ctx: StageContext) -> list``: works on a
-      batch and returns one output per input item, in order.
-    - ``params_model``: a pydantic model (``extra="forbid"``) of the stage's parameters;
-      call-time keyword arguments are routed to the stage whose model declares them.
+    - ``name``: dotted, globally unique, prefixed by the plugin (``"text.tokenize"``); lower case
+      letters, digits and ``_``, at least two parts.
+    - ``func(items: list, params: params_model, ctx: StageContext) -> list`` (or a
+      ``"module:function"`` reference): works on a batch and returns one output per input item,
+      in order. It must not write to ``ctx.model`` (shared by threads and calls).
+    - ``params_model``: a pydantic model class (``extra="forbid"``) of the stage's parameters, or
+      a ``"module:Class"`` reference; None: no params. Call-time keyword arguments are routed to
+      the stage whose model declares them.
     """
 
 
@@ -33,8 +42,10 @@ def register_stages(register: Callable[..., None]) -> None:
 def register_model_loaders(register: Callable[..., None]) -> None:
     """Register model loaders.
 
-    Call ``register(name, loader)`` per loader; ``loader(source: ModelSource) -> Any``
-    returns whatever the task's stages find in ``ctx.model``. ``source.path`` is a local
+    Call ``register(name, loader)`` per loader (a function or a ``"module:function"`` reference);
+    ``loader(source: ModelSource) -> Any`` returns whatever the task's stages find in
+    ``ctx.model``. Pass ``**source.from_pretrained_kwargs()`` to transformers' ``from_pretrained``
+    (``weights=False`` for tokenizers and processors) rather than reading the flags yourself. ``source.path`` is a local
     directory the core already resolved; honour ``source.allow_pickle`` (safetensors only
     when False) and ``source.trust_remote_code``.
     """

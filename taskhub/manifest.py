@@ -137,8 +137,10 @@ class JobManifest(_Strict):
     executor: Literal["local", "ray"] = "local"
     workers: int = Field(1, ge=1)
     on_error: Literal["record", "stop"] = "record"
-    device: str | None = None
+    device: str | None = Field(None, description="cpu, cuda, cuda:N or mps (default: cuda when available)")
     dtype: str | None = None
+    trust_remote_code: bool = Field(False, description="Run Python code shipped with a hub model")
+    allow_pickle: bool = Field(False, description="Load pickle-based weights (.bin/.pt), not only safetensors")
 
 
 def _node_at(node: yaml.Node | None, loc: tuple[Any, ...]) -> yaml.Node | None:
@@ -157,19 +159,112 @@ def _node_at(node: yaml.Node | None, loc: tuple[Any, ...]) -> yaml.Node | None:
     return node
 
 
+MAX_MANIFEST_BYTES = 1 << 20  # a manifest is a page of YAML; anything bigger is a mistake or an attack
+MAX_DEPTH = 32  # nested mappings/lists; the deepest built-in manifest uses 4
+MAX_INT = 2**63 - 1  # integers beyond 64 bits are never a sensible setting
+MAX_NODES = 100_000  # values after expanding aliases: stops "billion laughs" documents
+
+
+class _SafeLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing duplicate keys (the default silently keeps the last one)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise _DuplicateKey(f"duplicate key {key!r} (first at line {seen[key]})", line)
+            if isinstance(key, (str, int, float, bool)):
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, message: str, line: int) -> None:
+        super().__init__(message)
+        self.line = line
+
+
+def _check_depth(text: str, where: str) -> None:
+    """Refuse nesting deeper than MAX_DEPTH from the event stream, before the (recursive) composer runs."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_DEPTH:
+                line = event.start_mark.line + 1 if event.start_mark else 0
+                raise ManifestError(
+                    f"{where}:{line}: nesting deeper than {MAX_DEPTH} levels; a manifest is a few levels of mappings and lists"
+                )
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
+
+
+def _check_size(node: yaml.Node, where: str) -> None:
+    """Refuse more than MAX_NODES values once aliases are expanded (a "billion laughs" document)."""
+    stack = [node]
+    visited = 0
+    while stack:
+        current = stack.pop()
+        visited += 1
+        if visited > MAX_NODES:
+            raise ManifestError(f"{where}: more than {MAX_NODES} values once aliases are expanded")
+        if isinstance(current, yaml.MappingNode):
+            stack.extend(child for pair in current.value for child in pair)
+        elif isinstance(current, yaml.SequenceNode):
+            stack.extend(current.value)
+
+
+def _check_ints(value: Any, where: str) -> None:
+    """Integers are bounded to 64 bits (the document's size is already bounded by _check_limits)."""
+    stack = [value]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, int) and not isinstance(current, bool) and abs(current) > MAX_INT:
+            raise ManifestError(f"{where}: integer {str(current)[:20]}... does not fit 64 bits")
+        if isinstance(current, dict):
+            stack.extend(current.keys())
+            stack.extend(current.values())
+        elif isinstance(current, list):
+            stack.extend(current)
+
+
 def read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
-    """Safe-load a YAML file; syntax errors name the file and line."""
+    """Safe-load a YAML file: syntax errors, duplicate keys, deep nesting and huge integers are
+    ManifestErrors naming the file (and line where there is one)."""
     try:
+        if path.stat().st_size > MAX_MANIFEST_BYTES:
+            raise ManifestError(f"{path}: manifest larger than {MAX_MANIFEST_BYTES} bytes")
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ManifestError(f"{path}: cannot read manifest ({exc})") from exc
+    return parse_yaml(text, str(path))
+
+
+def parse_yaml(text: str, where: str) -> tuple[Any, yaml.Node | None]:
+    """The document in `text` and its node tree (for error lines); `where` names it in errors."""
+    loader = _SafeLoader(text)
     try:
-        return yaml.safe_load(text), yaml.compose(text, Loader=yaml.SafeLoader)
+        _check_depth(text, where)
+        root = loader.get_single_node()
+        if root is None:
+            return None, None
+        _check_size(root, where)
+        data = loader.construct_document(root)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        at = f"{where}:{mark.line + 1}" if mark else where
         problem = getattr(exc, "problem", None) or str(exc)
-        raise ManifestError(f"{where}: invalid YAML: {problem}") from exc
+        raise ManifestError(f"{at}: invalid YAML: {problem}") from None
+    except _DuplicateKey as exc:
+        raise ManifestError(f"{where}:{exc.line}: invalid YAML: {exc}") from None
+    except (ValueError, RecursionError) as exc:  # int() of a 5,000-digit number, self-referencing aliases
+        raise ManifestError(f"{where}: invalid YAML: {type(exc).__name__}: {str(exc)[:200]}") from None
+    finally:
+        loader.dispose()
+    _check_ints(data, where)
+    return data, root
 
 
 def validate(model: type[BaseModel], data: Any, source: str, root: yaml.Node | None = None) -> Any:
@@ -179,14 +274,18 @@ def validate(model: type[BaseModel], data: Any, source: str, root: yaml.Node | N
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            loc = tuple(err["loc"])
-            field_path = ".".join(str(part) for part in loc) or "(top level)"
-            node = _node_at(root, loc) if root is not None else None
-            where = f"{source}:{node.start_mark.line + 1}" if node is not None else source
-            lines.append(f"{where}: {field_path}: {err['msg']}")
-        raise ManifestError("invalid manifest\n  " + "\n  ".join(lines)) from None
+        raise located_error([(tuple(e["loc"]), e["msg"]) for e in exc.errors()], source, root) from None
+
+
+def located_error(problems: list[tuple[tuple[Any, ...], str]], source: str, root: yaml.Node | None) -> ManifestError:
+    """One ManifestError listing each (field location, message) with its file:line."""
+    lines = []
+    for loc, message in problems:
+        field_path = ".".join(str(part) for part in loc) or "(top level)"
+        node = _node_at(root, loc) if root is not None else None
+        where = f"{source}:{node.start_mark.line + 1}" if node is not None else source
+        lines.append(f"{where}: {field_path}: {message}")
+    return ManifestError("invalid manifest\n  " + "\n  ".join(lines))
 
 
 def load_task_manifest(path: str | Path) -> TaskManifest:

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from pydantic import BaseModel, ValidationError
 
 from .errors import BadInputError, ParamError, TaskhubError
 from .manifest import TaskManifest
-from .models import ModelSource, default_device, model_cache, parse_dtype, resolve_model_path
+from .models import ModelCache, ModelSource, model_cache, parse_dtype, resolve_device, resolve_model_path
 from .plugins import get_registry
 from .registry import StageSpec
+
+if TYPE_CHECKING:
+    import torch
 
 CORE_PARAMS = ("batch_size",)
 SORT_WINDOW_BATCHES = 32  # length sorting looks at this many batches of preprocessed items at a time
@@ -23,10 +26,11 @@ SORT_WINDOW_BATCHES = 32  # length sorting looks at this many batches of preproc
 class StageContext:
     """What a stage sees besides its items and params."""
 
-    model: Any  # whatever the task's model loader returned (None for model-less tasks)
+    model: Any  # whatever the task's model loader returned (None for model-less tasks); shared by
+    # every call and thread: stages read it, never write to it
     task: TaskManifest
-    device: str
-    dtype: torch.dtype | None
+    device: str  # a device this machine has ("cpu", "cuda:0", ...)
+    dtype: torch.dtype | None  # None: the checkpoint's own
     model_id: str | None
 
 
@@ -121,9 +125,10 @@ class Pipeline:
         self.manifest = self.plan.manifest
         self.task = self.plan.task
         self.batch_size = _check_batch_size(self.manifest.batching.batch_size if batch_size is None else batch_size)
-        self.device = default_device(device)
+        self.device = resolve_device(device)
         self.dtype = parse_dtype(dtype)
         self.model_id = model or self.manifest.model.default
+        self.model_key: tuple[Any, ...] | None = None  # the model cache's key of self.model
         self.model = self._load_model(revision, trust_remote_code, allow_pickle)
         self.context = StageContext(self.model, self.manifest, self.device, self.dtype, self.model_id)
 
@@ -135,7 +140,7 @@ class Pipeline:
         revision = revision or spec.revision
         source = ModelSource(
             model_id=self.model_id,
-            path=resolve_model_path(self.model_id, revision, registry, allow_pickle),
+            path=resolve_model_path(self.model_id, revision, registry, allow_pickle, trust_remote_code),
             revision=revision,
             device=self.device,
             dtype=self.dtype,
@@ -143,6 +148,7 @@ class Pipeline:
             allow_pickle=allow_pickle,
             options=dict(spec.options),
         )
+        self.model_key = ModelCache.key(spec.loader, source)
         return model_cache.load(registry, spec.loader, source)
 
     @property
@@ -157,26 +163,41 @@ class Pipeline:
         results = self.run_items(items, batch_size=batch_size, **params)
         return results[0] if single else results
 
-    def run_items(self, items: Sequence[Any], *, batch_size: int | None = None, **params: Any) -> list[Any]:
-        """Results for `items` in input order; batches are formed by length when the task asks."""
+    def run_items(
+        self,
+        items: Sequence[Any],
+        *,
+        batch_size: int | None = None,
+        positions: Sequence[int] | None = None,
+        **params: Any,
+    ) -> list[Any]:
+        """Results for `items` in input order; batches are formed by length when the task asks.
+
+        A stage error about "Input N" (N: its index in the batch) is renumbered to the item's
+        position in the call -- or in `positions[i]` when the caller (a batch job) knows better.
+        """
         size = _check_batch_size(self.batch_size if batch_size is None else batch_size)
+        places = list(range(len(items)) if positions is None else positions)
         bound = list(zip(self.plan.stages, self.plan.stage_params(params)))
         n_pre = len(self.manifest.preprocess)
         pre, rest = bound[:n_pre], bound[n_pre:]
         results: list[Any] = [None] * len(items)
         if self.manifest.batching.continuous:
             prepared = [
-                x for start in range(0, len(items), size) for x in self._run(pre, list(items[start : start + size]))
+                x
+                for start in range(0, len(items), size)
+                for x in self._run(pre, list(items[start : start + size]), places[start : start + size])
             ]
-            return self._run(rest, prepared)
+            return self._run(rest, prepared, places)
         if self.manifest.batching.sort_by_length:
             window = size * SORT_WINDOW_BATCHES
             for first in range(0, len(items), window):
-                self._run_sorted(pre, rest, items[first : first + window], size, first, results)
+                end = first + window
+                self._run_sorted(pre, rest, items[first:end], places[first:end], size, first, results)
         else:
             for start in range(0, len(items), size):
                 batch = list(items[start : start + size])
-                results[start : start + len(batch)] = self._run(pre + rest, batch)
+                results[start : start + len(batch)] = self._run(pre + rest, batch, places[start : start + size])
         return results
 
     def _run_sorted(
@@ -184,6 +205,7 @@ class Pipeline:
         pre: list[tuple[BoundStage, BaseModel]],
         rest: list[tuple[BoundStage, BaseModel]],
         window: Sequence[Any],
+        places: list[int],
         size: int,
         offset: int,
         results: list[Any],
@@ -191,18 +213,25 @@ class Pipeline:
         """Preprocess one window of items, then run the rest in batches of similar `sort_length`,
         so padding stays small while only one window of preprocessed items is held at once."""
         prepared = [
-            x for start in range(0, len(window), size) for x in self._run(pre, list(window[start : start + size]))
+            x
+            for start in range(0, len(window), size)
+            for x in self._run(pre, list(window[start : start + size]), places[start : start + size])
         ]
         order = sorted(range(len(prepared)), key=lambda i: -sort_length(prepared[i]))
         for start in range(0, len(order), size):
             chunk = order[start : start + size]
-            for i, out in zip(chunk, self._run(rest, [prepared[i] for i in chunk])):
+            for i, out in zip(chunk, self._run(rest, [prepared[i] for i in chunk], [places[i] for i in chunk])):
                 results[offset + i] = out
 
-    def _run(self, stages: list[tuple[BoundStage, BaseModel]], batch: list[Any]) -> list[Any]:
+    def _run(self, stages: list[tuple[BoundStage, BaseModel]], batch: list[Any], places: list[int]) -> list[Any]:
+        import torch
+
         with torch.inference_mode():
             for stage, params in stages:
-                out = stage.spec.func(batch, params, self.context)
+                try:
+                    out = stage.spec.func(batch, params, self.context)
+                except TaskhubError as exc:
+                    raise _renumbered(exc, places) from exc.__cause__
                 if len(out) != len(batch):
                     raise TaskhubError(
                         f"stage {stage.spec.name!r} returned {len(out)} items for a batch of {len(batch)}"
@@ -212,6 +241,22 @@ class Pipeline:
 
     def __repr__(self) -> str:
         return f"Pipeline(task={self.task!r}, model={self.model_id!r}, device={self.device!r})"
+
+
+_INPUT_INDEX = re.compile(r"\bInput (\d+)\b")
+
+
+def _renumbered(exc: TaskhubError, places: list[int]) -> TaskhubError:
+    """`exc` with every "Input N" (N: index in the batch) rewritten to "Input places[N]"."""
+
+    def place(match: re.Match[str]) -> str:
+        index = int(match.group(1))
+        return f"Input {places[index]}" if index < len(places) else match.group(0)
+
+    message = _INPUT_INDEX.sub(place, str(exc))
+    if message != str(exc):
+        exc.args = (message,)
+    return exc
 
 
 def _check_batch_size(size: Any) -> int:

@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
+from . import lazy
 from .errors import PluginError, UnknownStageError, UnknownTaskError, did_you_mean
 from .manifest import TaskManifest
 
@@ -24,12 +25,39 @@ class NoParams(BaseModel):
 
 @dataclass(frozen=True)
 class StageSpec:
-    """A registered stage: its function, params model and owning plugin."""
+    """A registered stage: its function, params model and owning plugin. The function and the
+    params model may be given as "module:name" references, imported when first used."""
 
     name: str
-    func: Callable[..., list[Any]]
-    params_model: type[BaseModel]
+    target: Callable[..., list[Any]] | str
+    params_target: type[BaseModel] | str
     plugin: str
+
+    @property
+    def func(self) -> Callable[..., list[Any]]:
+        func = lazy.resolve(self.target)
+        if not callable(func):
+            raise PluginError(f"stage {self.name!r} of plugin {self.plugin!r}: {self.target!r} is not callable")
+        return func
+
+    @property
+    def params_model(self) -> type[BaseModel]:
+        model = lazy.resolve(self.params_target)
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            raise PluginError(
+                f"stage {self.name!r} of plugin {self.plugin!r}: params_model must be a pydantic BaseModel class"
+            )
+        return model
+
+    @property
+    def params_loaded(self) -> bool:
+        """False while the params model is a reference not imported yet."""
+        return lazy.is_resolved(self.params_target)
+
+    @property
+    def doc(self) -> str:
+        """The stage function's docstring (what `taskhub stages` shows), without importing it."""
+        return lazy.docstring(self.target)
 
 
 @dataclass(frozen=True)
@@ -67,7 +95,8 @@ class Table(Generic[T]):
     def get(self, name: str) -> T:
         if name not in self.items:
             raise UnknownStageError(did_you_mean(name, self.items, self.what))
-        return self.items[name].value
+        value: T = lazy.resolve(self.items[name].value)  # a "module:name" reference is imported now
+        return value
 
     def __contains__(self, name: object) -> bool:
         return name in self.items
@@ -87,18 +116,25 @@ class Registry:
     _aliases: dict[str, str] = field(default_factory=dict)
 
     def add_stage(
-        self, plugin: str, name: str, func: Callable[..., list[Any]], params_model: type[BaseModel] | None = None
+        self,
+        plugin: str,
+        name: str,
+        func: Callable[..., list[Any]] | str,
+        params_model: type[BaseModel] | str | None = None,
     ) -> None:
-        if not callable(func):
-            raise PluginError(f"plugin {plugin!r} registered stage {name!r} with a non-callable {func!r}")
+        if not (callable(func) or lazy.is_ref(func)):
+            raise PluginError(
+                f"plugin {plugin!r} registered stage {name!r} with {func!r}: expected a function or 'module:function'"
+            )
         model = params_model or NoParams
-        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        if not (lazy.is_ref(model) or (isinstance(model, type) and issubclass(model, BaseModel))):
             raise PluginError(f"stage {name!r} of plugin {plugin!r}: params_model must be a pydantic BaseModel class")
         self.stages.add(name, StageSpec(name, func, model, plugin), plugin)
 
     def add_task(self, entry: TaskEntry) -> None:
         """Add a task; a name or alias another task already uses is an error naming both."""
-        for name in [entry.manifest.task, *entry.manifest.aliases]:
+        names = [entry.manifest.task, *entry.manifest.aliases]
+        for name in names:
             owner = self._aliases.get(name)
             if owner is not None:
                 first = self._tasks[owner]
@@ -106,6 +142,7 @@ class Registry:
                     f"task name {name!r} is claimed by both {first.path} (plugin {first.plugin!r}) "
                     f"and {entry.path} (plugin {entry.plugin!r})"
                 )
+        for name in names:
             self._aliases[name] = entry.manifest.task
         self._tasks[entry.manifest.task] = entry
 
@@ -121,6 +158,48 @@ class Registry:
             if match:
                 return entry, {k: v for k, v in match.groupdict().items() if v is not None}
         raise UnknownTaskError(did_you_mean(name, self._aliases, "task"))
+
+    def task_problems(
+        self, manifest: TaskManifest, import_params: bool = True
+    ) -> list[tuple[tuple[str | int, ...], str]]:
+        """What is wrong with a task manifest given what is registered: unknown stages or loader,
+        and stage `params:` their params model rejects; as (field location, message) pairs.
+        With `import_params=False` params models not imported yet are left for later (plugin loading
+        stays cheap; `manifest validate` and the first run check them)."""
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+        refs: list[tuple[tuple[str | int, ...], Any]] = [
+            *((("preprocess", i), ref) for i, ref in enumerate(manifest.preprocess)),
+            (("model_stage",), manifest.model_stage),
+            *((("postprocess", i), ref) for i, ref in enumerate(manifest.postprocess)),
+        ]
+        for loc, ref in refs:
+            if ref.stage not in self.stages:
+                problems.append(((*loc, "stage"), did_you_mean(ref.stage, self.stages.items, "stage")))
+                continue
+            spec = self.stages.get(ref.stage)
+            if not (import_params or spec.params_loaded):
+                continue
+            try:
+                spec.params_model.model_validate(ref.params)
+            except ValidationError as exc:
+                for err in exc.errors():
+                    where = (*loc, "params", *err["loc"])
+                    problems.append((where, f"{err['msg']} (params of stage {ref.stage!r})"))
+        if manifest.model.loader and manifest.model.loader not in self.loaders:
+            problems.append(
+                (("model", "loader"), did_you_mean(manifest.model.loader, self.loaders.items, "model loader"))
+            )
+        return problems
+
+    def remove_plugin(self, plugin: str) -> None:
+        """Forget everything `plugin` registered (it failed half way, or lost a name conflict)."""
+        tables: tuple[Table[Any], ...] = (self.stages, self.loaders, self.local_models, self.readers, self.writers)
+        for table in tables:
+            table.items = {k: v for k, v in table.items.items() if v.plugin != plugin}
+        self.manifest_dirs = [d for d in self.manifest_dirs if d.plugin != plugin]
+        gone = {name for name, entry in self._tasks.items() if entry.plugin == plugin}
+        self._tasks = {name: entry for name, entry in self._tasks.items() if name not in gone}
+        self._aliases = {alias: name for alias, name in self._aliases.items() if name not in gone}
 
     def tasks(self) -> list[TaskEntry]:
         return [self._tasks[name] for name in sorted(self._tasks)]

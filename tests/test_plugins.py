@@ -81,13 +81,17 @@ def test_same_stage_name_from_two_plugins_names_both(tmp_path):
 
 
 def test_same_task_name_from_two_plugins_names_both(tmp_path):
-    write_manifest(tmp_path / "a", "shout", SHOUT)
-    write_manifest(tmp_path / "b", "shout", SHOUT)
+    write_manifest(tmp_path / "a", "shout", SHOUT.replace("fake.", "fa."))
+    write_manifest(tmp_path / "b", "shout", SHOUT.replace("fake.", "fb."))
     host = PluginHost()
     host._entry_points_loaded = True
+    host.add(FakePlugin(tmp_path / "b", "fb"), "second")  # added first, still registers second: by name
     host.add(FakePlugin(tmp_path / "a", "fa"), "first")
-    host.add(FakePlugin(tmp_path / "b", "fb"), "second")
     with pytest.warns(UserWarning) as caught:
-        host.registry()
+        registry = host.registry()
     message = " ".join(str(w.message) for w in caught)
     assert "'shout'" in message and str(tmp_path / "a") in message and str(tmp_path / "b") in message
+    # the loser fails as a whole, and is listed as failed with the reason
+    assert registry.task("shout")[0].plugin == "first"
+    assert "fb.upper" not in registry.stages
+    assert not host.statuses["second"].ok and "'shout'" in (host.statuses["second"].error or "")

@@ -7,28 +7,27 @@ from importlib.resources import files
 
 from taskhub.hookspecs import hookimpl
 
-from . import asr, classify, features, tts, whisper
-from .loading import load_audio_classifier, load_speech_recognizer, load_text_to_waveform
+TASKHUB_REQUIRES = ("textgen",)  # plugins whose public API or stages this one uses
 
 
 @hookimpl
 def register_stages(register: Callable[..., None]) -> None:
-    register("audio.load", features.load)
-    register("audio.extract_features", features.extract_features)
-    register("audio.chunk", asr.chunk_audio, asr.ChunkParams)
-    register("audio.recognize", asr.recognize, whisper.WhisperParams)
-    register("audio.transcript", asr.to_text, asr.OutputParams)
-    register("audio.classify", classify.classify)
-    register("audio.top_labels", classify.top_labels, classify.LabelParams)
-    register("audio.tokenize_text", tts.tokenize)
-    register("audio.synthesize", tts.synthesize, tts.SpeechParams)
+    register("audio.load", "taskhub_audio.features:load")
+    register("audio.extract_features", "taskhub_audio.features:extract_features")
+    register("audio.chunk", "taskhub_audio.asr:chunk_audio", "taskhub_audio.asr:ChunkParams")
+    register("audio.recognize", "taskhub_audio.asr:recognize", "taskhub_audio.whisper:WhisperParams")
+    register("audio.transcript", "taskhub_audio.asr:to_text", "taskhub_audio.asr:OutputParams")
+    register("audio.classify", "taskhub_audio.classify:classify")
+    register("audio.top_labels", "taskhub_audio.classify:top_labels", "taskhub_audio.classify:LabelParams")
+    register("audio.tokenize_text", "taskhub_audio.tts:tokenize")
+    register("audio.synthesize", "taskhub_audio.tts:synthesize", "taskhub_audio.tts:SpeechParams")
 
 
 @hookimpl
 def register_model_loaders(register: Callable[..., None]) -> None:
-    register("audio.speech_recognition", load_speech_recognizer)
-    register("audio.classification", load_audio_classifier)
-    register("audio.text_to_waveform", load_text_to_waveform)
+    register("audio.speech_recognition", "taskhub_audio.loading:load_speech_recognizer")
+    register("audio.classification", "taskhub_audio.loading:load_audio_classifier")
+    register("audio.text_to_waveform", "taskhub_audio.loading:load_text_to_waveform")
 
 
 @hookimpl

@@ -9,8 +9,7 @@ import torch
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 from taskhub_textgen.api import Generation, GenerationConfig, cut_at_stop, finish_text, with_model_defaults
-from taskhub_vision.images import map_in_threads
-from taskhub_vision.preprocess import DirectPath, run_processor
+from taskhub_vision.api import DirectPath, map_in_threads, run_processor
 
 from taskhub import StageContext
 from taskhub.errors import ParamError

@@ -5,27 +5,32 @@ from __future__ import annotations
 from collections.abc import Callable
 from importlib.resources import files
 
-from taskhub_textgen.api import GenerationConfig
-
 from taskhub.hookspecs import hookimpl
 
-from . import caption, chat
-from .loading import load_multimodal_model
+GENERATION_CONFIG = "taskhub_textgen.api:GenerationConfig"  # textgen's public API, imported when first used
+
+TASKHUB_REQUIRES = ("textgen", "vision")  # plugins whose public API or stages this one uses
 
 
 @hookimpl
 def register_stages(register: Callable[..., None]) -> None:
-    register("multimodal.caption_inputs", caption.caption_inputs, caption.CaptionPromptParams)
-    register("multimodal.generate_caption", caption.generate_captions, GenerationConfig)
-    register("multimodal.caption_output", caption.caption_output)
-    register("multimodal.chat_inputs", chat.chat_inputs, chat.ChatInputParams)
-    register("multimodal.generate_chat", chat.generate_chat, GenerationConfig)
-    register("multimodal.chat_output", chat.chat_output, chat.ChatOutputParams)
+    register(
+        "multimodal.caption_inputs",
+        "taskhub_multimodal.caption:caption_inputs",
+        "taskhub_multimodal.caption:CaptionPromptParams",
+    )
+    register("multimodal.generate_caption", "taskhub_multimodal.caption:generate_captions", GENERATION_CONFIG)
+    register("multimodal.caption_output", "taskhub_multimodal.caption:caption_output")
+    register("multimodal.chat_inputs", "taskhub_multimodal.chat:chat_inputs", "taskhub_multimodal.chat:ChatInputParams")
+    register("multimodal.generate_chat", "taskhub_multimodal.chat:generate_chat", GENERATION_CONFIG)
+    register(
+        "multimodal.chat_output", "taskhub_multimodal.chat:chat_output", "taskhub_multimodal.chat:ChatOutputParams"
+    )
 
 
 @hookimpl
 def register_model_loaders(register: Callable[..., None]) -> None:
-    register("multimodal.image_text_model", load_multimodal_model)
+    register("multimodal.image_text_model", "taskhub_multimodal.loading:load_multimodal_model")
 
 
 @hookimpl

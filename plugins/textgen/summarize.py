@@ -124,4 +124,10 @@ def summarize(items: list[Any], params: SummarizeParams, ctx: StageContext) -> l
         if params.num_sentences is not None or params.ratio is not None:
             raise ParamError("num_sentences and ratio apply to extractive summaries (a sentence-encoder model).")
         return list(generate_seq2seq(items, params, ctx))
+    decoding = sorted(params.model_fields_set & set(GenerationConfig.model_fields))
+    if decoding:
+        raise ParamError(
+            f"{', '.join(decoding)}: decoding controls apply to generated summaries (an encoder-decoder model); "
+            "the extractive summarizer takes num_sentences or ratio"
+        )
     return [[summary] for summary in extract(items, params, ctx)]

@@ -7,29 +7,36 @@ from importlib.resources import files
 
 from taskhub.hookspecs import hookimpl
 
-from . import forward, outputs
-from .images import load_images
-from .loading import load_vision_model
-from .preprocess import preprocess
+TASKHUB_REQUIRES = ("text",)  # plugins whose public API or stages this one uses
 
 
 @hookimpl
 def register_stages(register: Callable[..., None]) -> None:
-    register("vision.load_image", load_images)
-    register("vision.preprocess", preprocess)
-    register("vision.forward", forward.forward)
-    register("vision.zero_shot", forward.zero_shot, forward.ZeroShotParams)
-    register("vision.classification_output", outputs.classification_output, outputs.ClassificationParams)
-    register("vision.detection_output", outputs.detection_output, outputs.DetectionParams)
-    register("vision.segmentation_output", outputs.segmentation_output, outputs.SegmentationParams)
-    register("vision.depth_output", outputs.depth_output, outputs.DepthParams)
-    register("vision.feature_output", outputs.feature_output, outputs.FeatureParams)
-    register("vision.zero_shot_output", outputs.zero_shot_output)
+    register("vision.load_image", "taskhub_vision.images:load_images")
+    register("vision.preprocess", "taskhub_vision.preprocess:preprocess")
+    register("vision.forward", "taskhub_vision.forward:forward")
+    register("vision.zero_shot", "taskhub_vision.forward:zero_shot", "taskhub_vision.forward:ZeroShotParams")
+    register(
+        "vision.classification_output",
+        "taskhub_vision.outputs:classification_output",
+        "taskhub_vision.outputs:ClassificationParams",
+    )
+    register(
+        "vision.detection_output", "taskhub_vision.outputs:detection_output", "taskhub_vision.outputs:DetectionParams"
+    )
+    register(
+        "vision.segmentation_output",
+        "taskhub_vision.outputs:segmentation_output",
+        "taskhub_vision.outputs:SegmentationParams",
+    )
+    register("vision.depth_output", "taskhub_vision.outputs:depth_output", "taskhub_vision.outputs:DepthParams")
+    register("vision.feature_output", "taskhub_vision.outputs:feature_output", "taskhub_vision.outputs:FeatureParams")
+    register("vision.zero_shot_output", "taskhub_vision.outputs:zero_shot_output")
 
 
 @hookimpl
 def register_model_loaders(register: Callable[..., None]) -> None:
-    register("vision.auto_model", load_vision_model)
+    register("vision.auto_model", "taskhub_vision.loading:load_vision_model")
 
 
 @hookimpl

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import BadInputError, ManifestError, ParamError, TaskhubError, UnknownTaskError
 from ..manifest import JobManifest, _node_at, load_job_manifest, read_yaml
-from ..models import parse_dtype
+from ..models import check_device_name, check_dtype_name
 from ..pipeline import TaskPlan
 from ..plugins import get_registry
 from .guard import OutputLock, check_not_input, check_output_location, own_files
@@ -46,6 +46,14 @@ class _Source:
     def resolve(self, location: str) -> Path:
         """A manifest path: relative ones start at the manifest's folder (`..` is folded, links are kept)."""
         return Path(os.path.normpath(self.base / os.path.expanduser(location)))
+
+    def model(self, model: str | None) -> str | None:
+        """`model:` as a directory relative to the manifest's folder when it names one there (or
+        starts with ./ or ../), else as given (a hub id, or absolute)."""
+        if model is None or Path(model).expanduser().is_absolute():
+            return model
+        local = self.resolve(model)
+        return str(local) if local.is_dir() or model.startswith(("./", "../")) else model
 
     def error(self, loc: tuple[str, ...], message: str) -> ManifestError:
         return ManifestError(f"{self.where(*loc)}: {'.'.join(loc)}: {message}")
@@ -84,9 +92,13 @@ def _plan(job: JobManifest, src: _Source) -> _Plan:
     except ParamError as exc:
         raise src.error(("params",), str(exc)) from None
     try:
-        parse_dtype(job.dtype)
+        check_dtype_name(job.dtype)
     except ParamError as exc:
         raise src.error(("dtype",), str(exc)) from None
+    try:
+        check_device_name(job.device)
+    except ParamError as exc:
+        raise src.error(("device",), str(exc)) from None
     kind = entry.manifest.input
     if job.inputs.kind in ("jsonl", "csv") and job.inputs.field is None and kind != "object":
         raise src.error(
@@ -106,7 +118,7 @@ def _plan(job: JobManifest, src: _Source) -> _Plan:
         raise src.error(("output",), str(exc)) from None
     spec = WorkSpec(
         task=job.task,
-        model=job.model,
+        model=src.model(job.model),
         revision=job.revision,
         device=job.device,
         dtype=job.dtype,
@@ -116,6 +128,8 @@ def _plan(job: JobManifest, src: _Source) -> _Plan:
         batch_size=job.batch_size,
         on_error=job.on_error,
         max_file_bytes=job.inputs.max_file_bytes,
+        trust_remote_code=job.trust_remote_code,
+        allow_pickle=job.allow_pickle,
     )
     return _Plan(job, spec, reader, location, writer, output)
 

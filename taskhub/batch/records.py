@@ -35,6 +35,8 @@ class WorkSpec:
     batch_size: int
     on_error: Literal["record", "stop"]
     max_file_bytes: int  # a files item larger than this fails alone
+    trust_remote_code: bool = False
+    allow_pickle: bool = False
 
 
 def build_pipeline(spec: WorkSpec) -> Pipeline:
@@ -45,6 +47,8 @@ def build_pipeline(spec: WorkSpec) -> Pipeline:
         revision=spec.revision,
         device=spec.device,
         dtype=spec.dtype,
+        trust_remote_code=spec.trust_remote_code,
+        allow_pickle=spec.allow_pickle,
         batch_size=spec.batch_size,
         **spec.params,
     )

@@ -13,6 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from taskhub import StageContext, hookimpl
 from taskhub.errors import BadInputError
 
+TASKHUB_REQUIRES = ("text",)  # its manifest uses the text plugin's model loader
+
 WORD = re.compile(r"[A-Za-z][A-Za-z-]{2,}")
 STOPWORDS = frozenset(
     "the and for are was were with that this from have has had not but you your its they them their".split()
