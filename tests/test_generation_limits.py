@@ -32,6 +32,9 @@ def generate(dirs, model="llama", prompt="The quick brown fox", **params):
         ({"forced_bos_token_id": VOCAB}, "forced_bos_token_id"),
         ({"forced_eos_token_id": -2}, "forced_eos_token_id"),
         ({"stop_token_ids": [3, VOCAB]}, "stop_token_ids"),
+        ({"eos_token_id": [VOCAB + 1]}, "eos_token_id"),
+        ({"eos_token_id": -5}, "eos_token_id"),
+        ({"pad_token_id": 10**9}, "pad_token_id"),
     ],
 )
 def test_token_ids_outside_the_vocabulary_are_refused(decoding_model_dirs, params, field):
@@ -60,6 +63,21 @@ def test_the_last_vocabulary_id_is_accepted(decoding_model_dirs):
 def test_non_finite_floats_are_refused(decoding_model_dirs, params, field):
     with pytest.raises(ParamError, match=field):
         generate(decoding_model_dirs, **params)
+
+
+@pytest.mark.parametrize(
+    "params, field, limit",
+    [
+        ({"length_penalty": 1e30, "num_beams": 2}, "length_penalty", "10"),  # was an OverflowError
+        ({"logit_bias": {5: 1e308}}, "logit_bias", "100"),
+        ({"presence_penalty": 1e308}, "presence_penalty", "2"),
+        ({"frequency_penalty": -3.0}, "frequency_penalty", "-2"),
+    ],
+)
+def test_extreme_finite_floats_are_refused_with_the_range(decoding_model_dirs, params, field, limit):
+    with pytest.raises(ParamError, match=field) as err:
+        generate(decoding_model_dirs, **params)
+    assert limit in str(err.value)
 
 
 @pytest.mark.parametrize("seed", [-1, 2**63])

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
-from typing import Any, Literal
+from collections.abc import Collection, Iterator
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -15,6 +15,9 @@ MAX_NEW_TOKENS = 1 << 20  # beyond any context a model here supports; the model'
 MAX_BEAMS = 64  # num_beams and num_return_sequences: each is a full row of KV cache
 MAX_LOGPROBS = 20  # top-N alternatives per token (the OpenAI API's cap)
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit value
+MAX_LOGIT_BIAS = 100.0  # |logit_bias value| (the OpenAI API's range)
+MAX_PENALTY = 2.0  # |presence_penalty|, |frequency_penalty| (the OpenAI API's range)
+MAX_LENGTH_PENALTY = 10.0  # |length_penalty|: length ** length_penalty must stay a finite float
 # fields holding token ids the caller may name; each must be a row of the model's logits
 TOKEN_ID_FIELDS = (
     "logit_bias",
@@ -45,17 +48,17 @@ class GenerationConfig(BaseModel):
     min_p: float | None = Field(None, ge=0.0, le=1.0)
     typical_p: float = Field(1.0, gt=0.0, le=1.0)
     repetition_penalty: float = Field(1.0, gt=0.0)
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
+    presence_penalty: float = Field(0.0, ge=-MAX_PENALTY, le=MAX_PENALTY)
+    frequency_penalty: float = Field(0.0, ge=-MAX_PENALTY, le=MAX_PENALTY)
     no_repeat_ngram_size: int = Field(0, ge=0)
     bad_words_ids: list[list[int]] | None = None
-    logit_bias: dict[int, float] | None = None
+    logit_bias: dict[int, Annotated[float, Field(ge=-MAX_LOGIT_BIAS, le=MAX_LOGIT_BIAS)]] | None = None
     forced_bos_token_id: int | None = None
     forced_eos_token_id: int | None = None
     suppress_tokens: list[int] | None = None
     begin_suppress_tokens: list[int] | None = None
     num_beams: int = Field(1, ge=1, le=MAX_BEAMS)
-    length_penalty: float = 1.0
+    length_penalty: float = Field(1.0, ge=-MAX_LENGTH_PENALTY, le=MAX_LENGTH_PENALTY)
     early_stopping: bool | Literal["never"] = False
     num_return_sequences: int = Field(1, ge=1, le=MAX_BEAMS)
     eos_token_id: list[int] = Field(default_factory=list)
@@ -183,12 +186,20 @@ def warn_unused_sampling(params: GenerationConfig, config: GenerationConfig) -> 
 # --- Validation of one request against the model it runs on ----------------------------------
 
 
-def check_token_ids(config: GenerationConfig, vocab_size: int | None) -> None:
-    """ParamError when a token id the caller named is not a row of the model's logits."""
+def check_token_ids(config: GenerationConfig, vocab_size: int | None, given: Collection[str] = ()) -> None:
+    """ParamError when a token id the caller named is not a row of the model's logits.
+
+    eos_token_id and pad_token_id are checked when the caller set them (`given`); the
+    checkpoint's own values (some say pad = -1) are the model's business.
+    """
     if vocab_size is None:
         return
-    for name, token_id in config.named_token_ids():
-        if token_id >= vocab_size:
+    named = list(config.named_token_ids())
+    named += [("eos_token_id", t) for t in config.eos_token_id if "eos_token_id" in given]
+    if "pad_token_id" in given and config.pad_token_id is not None:
+        named.append(("pad_token_id", config.pad_token_id))
+    for name, token_id in named:
+        if not 0 <= token_id < vocab_size:
             raise ParamError(f"{name} holds token id {token_id}; this model's token ids are 0..{vocab_size - 1}.")
 
 
@@ -227,9 +238,12 @@ def fit_prompts(
 
 
 def check_memory(rows: int, prompt_len: int, max_new_tokens: int, kv_bytes_per_token: int, budget: int) -> None:
-    """ParamError when one batch's KV cache and prefill mask would exceed `budget` bytes."""
+    """ParamError when one batch's KV cache and prefill mask would exceed `budget` bytes (so a 100k-token
+    prompt is refused up front instead of asking for tens of GB)."""
     total = prompt_len + max_new_tokens
-    need = rows * total * kv_bytes_per_token + rows * prompt_len * total  # KV cache + boolean [T, S] mask
+    # KV cache, plus the prefill's [T, S] attention mask counted as fp32 (transformers' SDPA path builds
+    # a float mask; the native path's boolean masks and intermediates come to about as much)
+    need = rows * total * kv_bytes_per_token + rows * prompt_len * total * 4
     if need > budget:
         gib = 2**30
         raise ParamError(

@@ -43,7 +43,7 @@ def request_config(
     """The caller's controls over the task's and the checkpoint's defaults, with a pad id to fill finished rows;
     token ids the caller named are checked against the model's vocabulary."""
     config = with_model_defaults(params, model.generation_config, prompt_len, task_defaults)
-    check_token_ids(config, model.vocab_size)
+    check_token_ids(config, model.vocab_size, params.model_fields_set)
     if config.pad_token_id is None:
         config = config.model_copy(update={"pad_token_id": model.pad_token_id})
     return config
