@@ -41,7 +41,7 @@ JSON_OPTIONS = {"whitespace_flexible": False}  # compact JSON: {"a":1,"b":[2,3]}
 CACHE_SIZE = 256  # compiled grammars kept (least recently used dropped)
 EXPECTED_RESPONSE_FORMAT = (
     '{"type": "json_object"}, {"type": "json_schema", "json_schema": {"name": ..., "schema": {...}}}, '
-    '{"type": "text"} or a pydantic model class'
+    '{"type": "text"}, a bare JSON Schema or a pydantic model class'
 )
 
 
@@ -50,7 +50,7 @@ class OutputFormat:
     """One request's output constraint in canonical form (hashable: the compile cache key)."""
 
     kind: Literal["json", "regex", "choices", "grammar"]
-    source: str  # JSON Schema (sorted keys), regex, choices as a JSON list, or Lark/GBNF grammar text
+    source: str  # JSON Schema text (property order kept: it is the output order), regex, choices as a JSON list, or Lark/GBNF grammar text
     model: Any = None  # a pydantic model class: `parsed` is then an instance of it
 
     @property
@@ -97,16 +97,42 @@ def _pydantic_model(value: Any) -> Any:
     return value if isinstance(value, type) and issubclass(value, BaseModel) else None
 
 
+OPENAI_TYPES = ("text", "json_object", "json_schema")
+JSON_TYPES = {"object", "array", "string", "number", "integer", "boolean", "null"}
+SCHEMA_KEYWORDS = {"$schema", "properties", "items", "anyOf", "oneOf", "allOf", "$ref", "enum", "const"}
+
+
+def _is_bare_schema(value: Any) -> bool:
+    """A JSON Schema given directly instead of OpenAI's {"type": "json_schema", ...} wrapper."""
+    if not isinstance(value, dict):
+        return False
+    kind = value.get("type")
+    if isinstance(kind, list):
+        return all(k in JSON_TYPES for k in kind)
+    return kind in JSON_TYPES or (kind is None and bool(SCHEMA_KEYWORDS & set(value)))
+
+
+def _closed(schema: Any) -> Any:
+    """A pydantic model's schema with additionalProperties false on every object that does not say otherwise:
+    the model would drop extra keys anyway, so generating them only wastes tokens."""
+    if isinstance(schema, list):
+        return [_closed(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {key: _closed(value) for key, value in schema.items()}
+    if "properties" in out and "additionalProperties" not in out:
+        out["additionalProperties"] = False
+    return out
+
+
 def _json_format(response_format: Any) -> OutputFormat | None:
     """OpenAI's response_format (or a pydantic class) as an OutputFormat; None for {"type": "text"}."""
     model = _pydantic_model(response_format)
     if model is not None:
-        return OutputFormat("json", json.dumps(model.model_json_schema(), sort_keys=True), model)
-    if not isinstance(response_format, dict) or response_format.get("type") not in (
-        "text",
-        "json_object",
-        "json_schema",
-    ):
+        return OutputFormat("json", json.dumps(_closed(model.model_json_schema())), model)
+    if _is_bare_schema(response_format):  # `--param response_format=@schema.json` with the schema alone
+        return OutputFormat("json", json.dumps(response_format))
+    if not isinstance(response_format, dict) or response_format.get("type") not in OPENAI_TYPES:
         raise ParamError(f"response_format must be {EXPECTED_RESPONSE_FORMAT}; got {response_format!r}")
     kind = response_format["type"]
     if kind == "text":
@@ -120,7 +146,7 @@ def _json_format(response_format: Any) -> OutputFormat | None:
             'response_format {"type": "json_schema"} needs "json_schema": {"name": ..., "schema": {...}}, '
             f"with the JSON Schema object under schema; got {spec!r}"
         )
-    return OutputFormat("json", json.dumps(schema, sort_keys=True))
+    return OutputFormat("json", json.dumps(schema))
 
 
 def output_format(params: Any) -> OutputFormat | None:
@@ -308,6 +334,7 @@ class RowConstraints:
         import llguidance.numpy
 
         self.rows = rows
+        self.initial = rows[0].fork()  # the start state, for replaying finished sequences
         self.bitmask = llguidance.numpy.allocate_token_bitmask(len(rows), rows[0].width)
         self.executor = llguidance.LLExecutor()
 
@@ -341,6 +368,19 @@ class RowConstraints:
     def completed(self) -> list[bool]:
         """Per row: the grammar is complete (or failed), nothing but EOS can follow."""
         return [row.is_complete() for row in self.rows]
+
+    def completes(self, origins: list[int], tokens: list[int]) -> list[bool]:
+        """Per candidate: would row origins[i] followed by tokens[i] complete its grammar (beam search)."""
+        out = []
+        for origin, token in zip(origins, tokens):
+            twin = self.rows[origin].fork()
+            out.append(twin.advance(token) and twin.is_complete())
+        return out
+
+    def complete_sequence(self, ids: list[int]) -> bool:
+        """Whether `ids`, from the start, complete the grammar (why a finished beam ended)."""
+        replay = self.initial.fork()
+        return all(replay.advance(token) for token in ids) and replay.is_complete()
 
     def reorder(self, origins: list[int]) -> None:
         """Row i continues from row origins[i] (beam search): copies where a row is taken twice."""
