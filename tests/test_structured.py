@@ -123,7 +123,7 @@ def test_sampling_seeds_num_return_sequences_and_beams_stay_valid(decoding_model
     for kind, params in FORMAT_PARAMS.items():
         runs = [
             pipe(prompts, do_sample=True, seed=seed, temperature=1.3, top_k=50, repetition_penalty=1.2, **params)
-            for seed in range(3)
+            for seed in range(5)
         ]
         runs.append(pipe(prompts, do_sample=True, seed=7, num_return_sequences=3, **params))
         runs.append(pipe(prompts, num_beams=3, num_return_sequences=2, **params))
@@ -294,3 +294,27 @@ def test_job_level_schema_in_params_and_bad_schema_fails_the_dry_run(tmp_path: P
     bad = write_job(tmp_path, "bad", **common, params={"response_format": bad_format}, output="bad.jsonl")
     with pytest.raises(taskhub.errors.ManifestError, match="JSON Schema"):
         taskhub.run_job(bad, quiet=True, dry_run=True)
+
+
+def test_grammar_constraint_interface_for_the_engine(decoding_models):
+    """The per-sequence object the batching engine uses: allowed/mask, advance, is_complete, fork."""
+    from taskhub_textgen.constrain import GrammarConstraint, OutputFormat
+
+    _, tokenizer = decoding_models["gpt2"]
+    vocab = len(tokenizer) + 8  # logits wider than the tokenizer (padded embeddings): the extra ids stay banned
+    start = GrammarConstraint.start(OutputFormat("regex", "[0-9]{2}x"), tokenizer, [EOS], vocab)
+    allowed = start.allowed(vocab)
+    texts = {t: tokenizer.decode([t]) for t in allowed.nonzero()[:, 0].tolist()}
+    assert texts and all(re.fullmatch(r"[0-9]{1,2}x?", text) for text in texts.values())
+    expected = {t for t in range(len(tokenizer)) if re.fullmatch(r"[0-9]{1,2}x?", tokenizer.decode([t]))}
+    assert set(texts) == expected and not allowed[len(tokenizer) :].any()
+    scores = start.mask(torch.zeros(vocab))
+    assert torch.equal(torch.isfinite(scores), allowed)
+    digit = next(t for t, text in texts.items() if text == "4")
+    branch = start.fork()
+    assert branch.advance(digit) and not branch.is_complete() and not start.is_accepting()
+    assert not branch.allowed(vocab)[EOS]  # EOS only where the grammar accepts
+    assert branch.advance(digit) and branch.advance(tokenizer.convert_tokens_to_ids("x"))
+    assert branch.is_complete() and branch.is_accepting() and branch.allowed(vocab)[EOS]
+    assert start.allowed(vocab).equal(allowed)  # the fork left the original where it was
+    assert not start.advance(tokenizer.convert_tokens_to_ids("x")) and start.error  # a token the grammar forbids
