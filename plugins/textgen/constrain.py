@@ -326,17 +326,23 @@ def unpack_bitmask(bitmask: np.ndarray, vocab_size: int, rows: list[GrammarConst
     return out
 
 
+@functools.cache
+def _executor() -> llguidance.LLExecutor:
+    """llguidance's thread pool for batched masks, one per process."""
+    import llguidance
+
+    return llguidance.LLExecutor()
+
+
 class RowConstraints:
     """One GrammarConstraint per row of a batch, as the first Processor (ids, scores) -> scores."""
 
     def __init__(self, rows: list[GrammarConstraint]) -> None:
-        import llguidance
         import llguidance.numpy
 
         self.rows = rows
         self.initial = rows[0].fork()  # the start state, for replaying finished sequences
         self.bitmask = llguidance.numpy.allocate_token_bitmask(len(rows), rows[0].width)
-        self.executor = llguidance.LLExecutor()
 
     @classmethod
     def start(
@@ -352,7 +358,7 @@ class RowConstraints:
         live = [(row.matcher, b) for b, row in enumerate(self.rows) if not row.is_complete()]
         self.bitmask.fill(-1)
         if len(live) > 1:
-            llguidance.numpy.fill_next_token_bitmask_par(self.executor, live, self.bitmask)
+            llguidance.numpy.fill_next_token_bitmask_par(_executor(), live, self.bitmask)
         elif live:
             self.rows[live[0][1]].fill_bitmask(self.bitmask, live[0][1])
         allowed = unpack_bitmask(self.bitmask, scores.shape[1], self.rows).to(scores.device)
