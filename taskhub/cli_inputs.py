@@ -17,15 +17,31 @@ DEFAULT_MAX_INPUT_BYTES = 256 << 20
 
 
 def parse_param(text: str) -> tuple[str, Any]:
-    """`k=v` with v read as a YAML scalar or flow collection: 5, 0.7, true, [a, b], {x: 1}."""
+    """`k=v` with v read as a YAML scalar or flow collection: 5, 0.7, true, [a, b], {x: 1};
+    `k=@file` reads the value from a file: .json / .yaml / .yml parsed (a JSON Schema), others as text (a grammar)."""
     if "=" not in text:
         raise ParamError(f"--param expects KEY=VALUE, got {text!r}")
     key, raw = text.split("=", 1)
+    if raw.startswith("@") and len(raw) > 1:
+        return key.strip(), _value_file(Path(raw[1:]), key.strip())
     try:
         value = yaml.safe_load(raw) if raw else ""
     except yaml.YAMLError:
         value = raw
     return key.strip(), value
+
+
+def _value_file(path: Path, key: str) -> Any:
+    """A `--param KEY=@FILE` value: .json / .yaml / .yml files parsed (JSON is YAML), any other file as text."""
+    if not path.is_file():
+        raise ParamError(f"--param {key}=@{path}: no such file; give the path of a .json, .yaml or text file.")
+    text = read_text_file(path)
+    if path.suffix.lower() not in (".json", ".yaml", ".yml"):
+        return text
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ParamError(f"--param {key}=@{path}: not valid JSON or YAML: {exc}") from None
 
 
 def max_input_bytes() -> int:

@@ -16,6 +16,7 @@ import torch
 
 from .backend import LogitsBackend, PromptBatch
 from .config import GenerationConfig
+from .constrain import RowConstraints, constraint_for
 from .generation import (
     EOS,
     FINISH_REASONS,
@@ -98,6 +99,7 @@ def beam_search(
     top_nb = torch.arange(keep, device=device) < nb
     finish_ids = torch.tensor(finish, device=device) if finish else None
     mask = expanded.attention_mask
+    constraint = constraint_for(config, tokenizer, batch_size * nb, backend.vocab_size, finish)
     processors = build_processors(
         config,
         prompt_len=prompt_len,
@@ -105,6 +107,7 @@ def beam_search(
         vocab_size=backend.vocab_size,
         device=device,
         min_tokens_to_keep=len(finish) + 1 if finish else 2,
+        constraint=constraint,
     )
     generator = make_generator(config.seed, device)
     fill = config.pad_token_id if config.pad_token_id is not None else (finish[0] if finish else 0)
@@ -142,6 +145,8 @@ def beam_search(
             )
             if config.stop:
                 hits = hits | _stop_string_hits(tokenizer, top_seq[:, :, prompt_len : cur + 1], config.stop)
+            if constraint is not None:
+                hits = hits | _grammar_hits(constraint, top_beam + batch_offset, top_seq[:, :, cur], top_lp)
         # d. best unfinished candidates keep running
         running_lp = top_lp + hits.to(torch.float32) * NEG
         next_idx = torch.topk(running_lp, k=nb)[1]
@@ -160,8 +165,25 @@ def beam_search(
         if not (bool(s.still.any()) and open_beams and not bool(hits.all())):
             break
         backend.reorder_cache(beam_idx)
+        if constraint is not None:  # each running beam continues its origin's grammar state
+            constraint.reorder(beam_idx.tolist())
+            constraint.advance(s.running[:, :, cur - 1].reshape(-1))
         logits = backend.decode(s.running[:, :, cur - 1].reshape(-1))
-    return _results(s, config, tokenizer, batch, prompt_len, clock)
+    return _results(s, config, tokenizer, batch, prompt_len, clock, constraint)
+
+
+def _grammar_hits(
+    constraint: RowConstraints, origins: torch.Tensor, tokens: torch.Tensor, scores: torch.Tensor
+) -> torch.Tensor:
+    """[B, K] candidates (origin row, token) -> [B, K] whether the token completes the origin's grammar."""
+    live = torch.isfinite(scores).reshape(-1).tolist()
+    pairs = list(zip(origins.reshape(-1).tolist(), tokens.reshape(-1).tolist()))
+    done = constraint.completes(
+        [o for (o, _), ok in zip(pairs, live) if ok], [t for (_, t), ok in zip(pairs, live) if ok]
+    )
+    flags = iter(done)
+    hits = [next(flags) if ok else False for ok in live]
+    return torch.tensor(hits, device=tokens.device).view(tokens.shape)
 
 
 def _stop_string_hits(tokenizer: Any, generated: torch.Tensor, stops: list[str]) -> torch.Tensor:
@@ -201,6 +223,7 @@ def _results(
     batch: PromptBatch,
     prompt_len: int,
     clock: MetricsClock,
+    constraint: RowConstraints | None = None,
 ) -> list[Generation]:
     n = config.num_return_sequences
     sequences = s.sequences[:, :n].reshape(-1, s.sequences.shape[-1])[:, prompt_len:].tolist()
@@ -212,7 +235,7 @@ def _results(
     out = []
     for row, length, score, prompt_tokens, context in zip(sequences, lengths, scores, prompts, contexts):
         ids = row[:length]
-        reason = FINISH_REASONS[_reason(ids, config, tokenizer)]
+        reason = FINISH_REASONS[_reason(ids, config, tokenizer, constraint)]
         out.append(
             Generation(
                 token_ids=ids,
@@ -225,12 +248,15 @@ def _results(
     return out
 
 
-def _reason(ids: list[int], config: GenerationConfig, tokenizer: Any) -> int:
-    """Why a finished beam ended: its last token, a stop string at its end, or the length limit."""
+def _reason(ids: list[int], config: GenerationConfig, tokenizer: Any, constraint: RowConstraints | None) -> int:
+    """Why a finished beam ended: its last token, a stop string at its end, a complete grammar
+    (as EOS: nothing else could follow), or the length limit."""
     if ids and ids[-1] in config.eos_token_id:
         return EOS
     if ids and ids[-1] in config.stop_token_ids:
         return STOP
     if config.stop and ids and tail_has_stop(tokenizer, ids, config.stop):
         return STOP
+    if constraint is not None and constraint.complete_sequence(ids):
+        return EOS
     return LENGTH

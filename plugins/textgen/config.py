@@ -68,6 +68,14 @@ class GenerationConfig(BaseModel):
     include_stop: bool = False
     seed: int | None = Field(None, ge=0, le=MAX_SEED)
     logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS, description="top-N alternatives per generated token")
+    # structured output (constrain.py): at most one of these four
+    response_format: Any = Field(
+        None,
+        description='{"type": "json_object"} | {"type": "json_schema", "json_schema": {"schema": ...}} | pydantic class',
+    )
+    regex: str | None = Field(None, description="the output matches this regex (Rust regex syntax)")
+    choices: list[str] | None = Field(None, description="the output is exactly one of these strings")
+    grammar: str | None = Field(None, description="the output follows this Lark (or GBNF) grammar")
 
     @field_validator("eos_token_id", "stop_token_ids", mode="before")
     @classmethod
@@ -98,6 +106,17 @@ class GenerationConfig(BaseModel):
             raise ValueError("num_return_sequences has to be <= num_beams")
         if self.num_beams == 1 and not self.sampling and self.num_return_sequences > 1:
             raise ValueError("greedy decoding returns one sequence; set do_sample=True or num_beams>1")
+        return self
+
+    @model_validator(mode="after")
+    def _check_output_format(self) -> GenerationConfig:
+        """An invalid schema, regex or grammar is reported here, before any model is loaded."""
+        if any(getattr(self, name) is not None for name in ("response_format", "regex", "choices", "grammar")):
+            from .constrain import check_format, output_format
+
+            fmt = output_format(self)
+            if fmt is not None:
+                check_format(fmt)
         return self
 
     @property

@@ -11,6 +11,7 @@ import torch
 from .backend import LogitsBackend, PromptBatch
 from .beam_search import beam_search
 from .config import GenerationConfig
+from .constrain import constraint_for
 from .generation import (
     EOS,
     FINISH_REASONS,
@@ -110,14 +111,17 @@ class SamplingRun:
         self.tokens[:, : self.prompt_len] = ids
         mask = self.batch.attention_mask
         pad_lens = None if bool(mask.all()) else (mask != 0).int().argmax(dim=1)
+        finish = config.finish_ids
+        vocab = backend.vocab_size if backend is not None else vocab_size
+        self.constraint = constraint_for(config, tokenizer, rows, vocab, finish)
         self.processors = build_processors(
             config,
             prompt_len=self.prompt_len,
             pad_lens=pad_lens,
-            vocab_size=backend.vocab_size if backend is not None else vocab_size,
+            vocab_size=vocab,
             device=self.device,
+            constraint=self.constraint,
         )
-        finish = config.finish_ids
         self.finish_ids = torch.tensor(finish, device=self.device) if finish else None
         self.eos_ids = torch.tensor(config.eos_token_id, device=self.device) if config.eos_token_id else None
         pad = config.pad_token_id if config.pad_token_id is not None else (finish[0] if finish else 0)
@@ -168,8 +172,10 @@ class SamplingRun:
         next_ids = sample(scores, self.config.sampling, self.generator)
         if self.logprobs is not None:
             self.logprobs.record(scores, next_ids)
-        if self.finish_ids is not None or self.streams is not None:
+        if self.finish_ids is not None or self.streams is not None or self.constraint is not None:
             next_ids = torch.where(self.unfinished, next_ids, self.pad)
+        if self.constraint is not None:
+            self.constraint.advance(next_ids, self.unfinished)
         self.tokens[:, self.prompt_len + step] = next_ids
         self.steps = step + 1
         self._mark_finished(next_ids, step)
@@ -204,6 +210,12 @@ class SamplingRun:
                 by_string[stopped] = True
                 self.reasons = torch.where(by_string, STOP, self.reasons)
                 done = by_string if done is None else done | by_string
+        if self.constraint is not None:  # grammar complete: only EOS could follow, so end as if it had
+            complete = torch.tensor(self.constraint.completed(), device=self.device) & self.unfinished
+            if done is not None:
+                complete &= ~done
+            self.reasons = torch.where(complete, EOS, self.reasons)
+            done = complete if done is None else done | complete
         if done is not None:
             self.lengths = torch.where(done, step + 1, self.lengths)
             self.unfinished &= ~done

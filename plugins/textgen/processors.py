@@ -1,8 +1,10 @@
 """Logits processors: each control of GenerationConfig as a function of (token ids so far, scores).
 
 Order (transformers' `_get_logits_processor` order; presence/frequency sit next to
-repetition_penalty, their closest transformers relative):
+repetition_penalty, their closest transformers relative), after the structured-output mask:
 
+ 0. constraint            (constrain.RowConstraints: tokens the request's grammar forbids get -inf,
+                          before any penalty or temperature sees them)
  1. logit_bias            (transformers' SequenceBiasLogitsProcessor with one-token sequences)
  2. repetition_penalty    (RepetitionPenaltyLogitsProcessor; left padding is not penalised)
  3. presence_penalty, frequency_penalty  (OpenAI: logit -= frequency*count + presence*(count>0),
@@ -227,9 +229,10 @@ def build_processors(
     vocab_size: int,
     device: torch.device,
     min_tokens_to_keep: int = 1,
+    constraint: Processor | None = None,
 ) -> list[Processor]:
-    """The enabled processors of one request, in the documented order."""
-    procs: list[Processor] = []
+    """The enabled processors of one request, in the documented order; `constraint` (a grammar mask) first."""
+    procs: list[Processor] = [constraint] if constraint is not None else []
     if config.logit_bias:
         procs.append(logit_bias(config.logit_bias, vocab_size, device))
     if config.repetition_penalty != 1.0:

@@ -24,6 +24,9 @@ class PromptParams(BaseModel):
     continue_final_message: bool = Field(
         False, description="Chat: continue the last message instead of starting an assistant reply"
     )
+    response_format_field: str | None = Field(
+        None, description='Field of a {"text"} / {"messages"} input that holds its own response_format'
+    )
 
 
 @dataclass
@@ -32,6 +35,7 @@ class Prompt:
 
     ids: list[int]
     source: str | list[dict[str, Any]]  # the caller's text, or the chat messages
+    response_format: Any = None  # this input's own structured-output format (response_format_field)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -39,9 +43,13 @@ class Prompt:
     sort_length = property(__len__)  # the explicit key the core sorts batches by
 
 
-def messages_of(item: Any, index: int) -> str | list[dict[str, Any]]:
-    """The text or the message list inside one input, or a BadInputError naming what is wrong."""
+def messages_of(item: Any, index: int, extra_field: str | None = None) -> str | list[dict[str, Any]]:
+    """The text or the message list inside one input, or a BadInputError naming what is wrong.
+
+    `extra_field` may sit beside "text" / "messages" (it is read by the caller).
+    """
     if isinstance(item, dict):
+        item = {k: v for k, v in item.items() if k != extra_field}
         if set(item) == {"messages"}:
             item = item["messages"]
         elif set(item) == {"text"}:
@@ -75,10 +83,12 @@ def encode_prompt(model: TextGenModel, source: str | list[dict[str, Any]], param
 def prepare_prompt(items: list[Any], params: PromptParams, ctx: StageContext) -> list[Prompt]:
     """Stage `textgen.prepare_prompt`."""
     out = []
+    field = params.response_format_field
     for index, item in enumerate(items):
-        source = messages_of(item, index)
+        source = messages_of(item, index, field)
         ids = encode_prompt(ctx.model, source, params)
         if not ids:
             raise BadInputError(f"Input {index} tokenizes to nothing; give a non-empty prompt.")
-        out.append(Prompt(ids, source))
+        own_format = item.get(field) if field and isinstance(item, dict) else None
+        out.append(Prompt(ids, source, own_format))
     return out

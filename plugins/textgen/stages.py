@@ -12,6 +12,7 @@ from taskhub.errors import ParamError
 
 from .backend import PromptBatch
 from .config import GenerationConfig, check_memory, check_token_ids, fit_prompts, with_model_defaults
+from .constrain import FORMAT_FIELDS, OutputFormat, output_format
 from .engine.request import RequestHandle
 from .generate import RowStream, generate, stream
 from .generation import Generation
@@ -35,6 +36,7 @@ class Completion:
 
     prompt: Prompt
     generations: list[Generation]
+    output_format: OutputFormat | None = None  # structured output: results gain parsed / error
 
 
 def request_config(
@@ -61,6 +63,8 @@ def generate_text(items: list[Prompt], params: TextGenerationParams, ctx: StageC
         raise ParamError(
             "text-generation needs a decoder-only model; use text2text-generation for encoder-decoder models."
         )
+    if any(p.response_format is not None for p in items):  # per-item formats: one decode per distinct format
+        return _generate_per_format(items, params, ctx)
     config = request_config(params, model, max(len(p.ids) for p in items))
     prompts = fit_prompts([p.ids for p in items], config.max_new_tokens, model.context, params.truncation)
     engine = model.engine()
@@ -69,7 +73,7 @@ def generate_text(items: list[Prompt], params: TextGenerationParams, ctx: StageC
         handles = [engine.submit(ids, c, stream=params.stream) for ids, c in zip(prompts, configs)]
         if params.stream:
             return handles
-        return [Completion(prompt, handle.result()) for prompt, handle in zip(items, handles)]
+        return [Completion(prompt, handle.result(), output_format(config)) for prompt, handle in zip(items, handles)]
     size = ctx.task.batching.batch_size
     order = sorted(range(len(items)), key=lambda i: -len(prompts[i]))
     out: list[Any] = [None] * len(items)
@@ -95,7 +99,29 @@ def _generate_static(
             raise ParamError("stream=True gives one sequence per input; num_return_sequences must be 1.")
         return stream(model.make_backend(), batch, config, model.tokenizer)
     results = generate(model.make_backend(), batch, config, model.tokenizer)
-    return [Completion(prompt, gens) for prompt, gens in zip(items, results)]
+    fmt = output_format(config)
+    return [Completion(prompt, gens, fmt) for prompt, gens in zip(items, results)]
+
+
+def _generate_per_format(items: list[Prompt], params: TextGenerationParams, ctx: StageContext) -> list[Any]:
+    """Prompts that carry their own response_format (batch jobs' response_format_field), grouped by format."""
+    if params.stream:
+        raise ParamError("stream=True does not combine with per-item response formats.")
+    groups: dict[str, list[int]] = {}
+    for i, prompt in enumerate(items):
+        groups.setdefault(repr(prompt.response_format), []).append(i)
+    out: list[Any] = [None] * len(items)
+    for indices in groups.values():
+        group_params = params
+        if items[indices[0]].response_format is not None:  # the item's format replaces the call's
+            fields = {name: None for name in FORMAT_FIELDS} | {"response_format": items[indices[0]].response_format}
+            group_params = TextGenerationParams.model_validate(
+                {name: getattr(params, name) for name in params.model_fields_set} | fields
+            )
+        group = [Prompt(items[i].ids, items[i].source) for i in indices]
+        for i, completion in zip(indices, generate_text(group, group_params, ctx)):
+            out[i] = completion
+    return out
 
 
 class TextOutputParams(BaseModel):
@@ -106,9 +132,15 @@ class TextOutputParams(BaseModel):
     )
 
 
-def record(generation: Generation, key: str, text: Any, return_metrics: bool) -> dict[str, Any]:
-    """One result dict: {key: text}, logprobs when asked for, metrics when asked for."""
+def record(
+    generation: Generation, key: str, text: Any, return_metrics: bool, fmt: OutputFormat | None = None
+) -> dict[str, Any]:
+    """One result dict: {key: text}, with structured output finish_reason, parsed (JSON) and error,
+    logprobs when asked for, metrics when asked for."""
     out: dict[str, Any] = {key: text}
+    if fmt is not None:
+        out["finish_reason"] = generation.finish_reason
+        out.update(fmt.shape(generation.text or "", generation.finish_reason))
     if generation.logprobs is not None:
         out["logprobs"] = generation.logprobs
     if return_metrics:
@@ -137,6 +169,7 @@ def text_output(items: list[Any], params: TextOutputParams, ctx: StageContext) -
                     "generated_text",
                     full_text(item.prompt, g.text or "") if params.return_full_text else g.text,
                     params.return_metrics,
+                    item.output_format,
                 )
                 for g in item.generations
             ]
