@@ -16,6 +16,7 @@ from .cli_inputs import cli_input, parse_param
 from .errors import ManifestError, TaskhubError
 from .manifest import JobManifest, TaskManifest, json_schema, manifest_kind, read_yaml, validate
 from .plugins import get_registry, plugin_statuses
+from .serve.settings import add_arguments as add_serve_arguments
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
@@ -130,6 +131,13 @@ def cmd_batch(args: argparse.Namespace) -> int:
     return 1 if summary.get("stopped") in ("error", "interrupted") else 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .serve import serve, settings_from_args
+
+    serve(settings_from_args(args))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="taskhub", description="Run model tasks from YAML manifests and plugins.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
@@ -172,6 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--limit", type=int, help="process at most N inputs")
     batch.add_argument("--dry-run", action="store_true", help="validate and count inputs; load no model")
     batch.set_defaults(func=cmd_batch)
+
+    serve = sub.add_parser("serve", help="OpenAI-compatible HTTP server over every task (extra: taskhub[serve])")
+    add_serve_arguments(serve)
+    serve.set_defaults(func=cmd_serve)
     return parser
 
 
