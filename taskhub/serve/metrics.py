@@ -52,6 +52,12 @@ class ServerMetrics:
         self.requests = Counter(
             "taskhub_requests", "HTTP requests by route and status", ["route", "status"], registry=self.registry
         )
+        self.cancelled = Counter(
+            "taskhub_cancelled_generations",
+            "Generations stopped before their end (client gone, timeout, shutdown)",
+            ["model"],
+            registry=self.registry,
+        )
         self.ttft = Histogram(
             "taskhub_time_to_first_token_seconds",
             "Request arrival to first generated token",
@@ -96,15 +102,17 @@ class RequestCounter:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        status = 500
+        counted = False
 
         async def record(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
+            nonlocal counted
+            if message["type"] == "http.response.start" and not counted:  # counted before the client sees it
+                counted = True
+                self.metrics.requests.labels(self._route(scope), str(message["status"])).inc()
             await send(message)
 
         try:
             await self.app(scope, receive, record)
         finally:
-            self.metrics.requests.labels(self._route(scope), str(status)).inc()
+            if not counted:  # an unhandled error: the outer error middleware answers 500
+                self.metrics.requests.labels(self._route(scope), "500").inc()

@@ -107,6 +107,7 @@ class GenerationJob:
     def close(self) -> None:
         """Stop whatever still decodes and give the slot back (idempotent)."""
         if self.stream is not None:
+            self.state.metrics.cancelled.labels(self.entry.model).inc()
             self.state.runner.finish(self.stream)
             self.stream = None
         if self.holding:
@@ -153,15 +154,17 @@ async def run_generation(
 ) -> Response:
     """Errors until the first token become proper HTTP statuses; after that a stream reports them in-band."""
     job.state.admission.check()
+    streaming = False
     try:
         await guarded(request, job.start(), deadline)
-        if not stream:
-            await guarded(request, job.drain(), deadline)
-            return JSONResponse(shape.whole(job.choices, job.prompt_tokens))
-    except BaseException:
-        job.close()
-        raise
-    return GenerationEvents(job, sse_events(job, shape, deadline))
+        if stream:
+            streaming = True  # the response closes the job when it ends
+            return GenerationEvents(job, sse_events(job, shape, deadline))
+        await guarded(request, job.drain(), deadline)
+        return JSONResponse(shape.whole(job.choices, job.prompt_tokens))
+    finally:
+        if not streaming:
+            job.close()
 
 
 async def chat_completions(request: Request) -> Response:
