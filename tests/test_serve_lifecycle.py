@@ -9,10 +9,8 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
-from pathlib import Path
 
 import openai
 import pytest
@@ -107,19 +105,20 @@ def test_sigterm_lets_an_inflight_stream_finish(long_llama: str) -> None:
         "60",
     ]
     server = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"}
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     )
     try:
         url = f"http://127.0.0.1:{port}"
-        for _ in range(600):
+        deadline = time.monotonic() + 300  # importing torch and loading can be slow on a busy machine
+        while time.monotonic() < deadline and server.poll() is None:
             try:
                 urllib.request.urlopen(f"{url}/health", timeout=1)
                 break
             except OSError:
-                time.sleep(0.1)
+                time.sleep(0.2)
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=120)
         stream = client.chat.completions.create(
-            model=long_llama, messages=CHAT, max_tokens=300, temperature=0, stream=True, logit_bias={"2": -100}
+            model=long_llama, messages=CHAT, max_tokens=40, temperature=0, stream=True, logit_bias={"2": -100}
         )
         chunks = iter(stream)
         first = next(chunks)
@@ -127,7 +126,7 @@ def test_sigterm_lets_an_inflight_stream_finish(long_llama: str) -> None:
         rest = list(chunks)
         text = "".join(c.choices[0].delta.content or "" for c in [first, *rest] if c.choices)
         assert rest[-1].choices[0].finish_reason == "length" and text
-        assert server.wait(timeout=60) == 0
+        assert server.wait(timeout=120) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal it handled
         with pytest.raises(OSError):
             urllib.request.urlopen(f"{url}/health", timeout=2)  # no longer accepting
     finally:

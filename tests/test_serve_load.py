@@ -68,4 +68,4 @@ def test_32_streaming_clients_get_their_offline_outputs(decoding_model_dirs: dic
         }
         assert statuses == {"200": CLIENTS * REQUESTS, "500": 0}
         assert live.metric("taskhub_running_requests") == 0
-        assert live.metric('taskhub_time_to_first_token_seconds_count{model="%s"}' % model) == CLIENTS * REQUESTS
+        assert live.metric(f'taskhub_time_to_first_token_seconds_count{{model="{model}"}}') == CLIENTS * REQUESTS

@@ -54,7 +54,9 @@ def test_image_as_base64_and_data_uri_equals_run_task(server: LiveServer, vit_cl
     status, body = post(server, "/v1/tasks/image-classification", {"inputs": b64, "parameters": {"top_k": 3}})
     assert status == 200 and body["task"] == "image-classification" and body["outputs"] == expected
     status, body = post(
-        server, "/v1/tasks/image-classification", {"inputs": [f"data:image/png;base64,{b64}"] * 2, "parameters": {"top_k": 3}}
+        server,
+        "/v1/tasks/image-classification",
+        {"inputs": [f"data:image/png;base64,{b64}"] * 2, "parameters": {"top_k": 3}},
     )
     assert status == 200 and body["outputs"] == [expected, expected]
 
