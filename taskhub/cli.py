@@ -19,6 +19,7 @@ from .errors import ManifestError, TaskhubError
 from .manifest import JobManifest, json_schema, manifest_kind, read_yaml, validate
 from .models import check_device_name, check_dtype_name
 from .plugins import get_registry, load_checked_task_manifest, plugin_statuses
+from .serve.settings import add_arguments as add_serve_arguments
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
@@ -207,6 +208,13 @@ def cmd_batch(args: argparse.Namespace) -> int:
     return 1 if summary.get("stopped") in ("error", "interrupted") else 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .serve import serve, settings_from_args
+
+    serve(settings_from_args(args))
+    return 0
+
+
 def _json_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -268,6 +276,9 @@ COMMANDS: list[Command] = [
     Command("run", "run a task on one or more inputs", _run_args, cmd_run),
     Command("manifest", "validate manifests or print their JSON Schema", _manifest_args, None),
     Command("batch", "run a batch job manifest", _batch_args, cmd_batch),
+    Command(
+        "serve", "OpenAI-compatible HTTP server over every task (extra: taskhub[serve])", add_serve_arguments, cmd_serve
+    ),
 ]
 
 

@@ -1,0 +1,125 @@
+"""The server's one call into text generation: today a shared Pipeline's stream, later the engine's handle.
+
+Everything model-side the HTTP layer needs goes through here, so switching to the continuous-batching
+engine (`taskhub_textgen.api` engine.submit -> handle with result, delta iterator, cancel) changes
+`Submission` only.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from ..pipeline import Pipeline
+
+FINISH_REASONS = {"eos": "stop", "stop": "stop", "length": "length"}  # taskhub's -> OpenAI's
+
+
+@dataclass
+class Choice:
+    """One finished sequence, ready for an OpenAI response."""
+
+    index: int
+    text: str
+    finish_reason: str  # "stop" | "length"
+    completion_tokens: int
+    logprobs: list[dict[str, Any]] | None  # per token: token, logprob, bytes, top_logprobs
+
+
+@dataclass
+class Outcome:
+    choices: list[Choice]
+    prompt_tokens: int
+
+
+class Submission:
+    """One generation request on a shared Pipeline.
+
+    Iterate `deltas()` in a worker thread (it blocks while decoding), then read `outcome()`.
+    `cancel()`, from any thread, stops the decoding at the next token: a stream decodes only
+    while it is pulled, so not pulling it is what stops the work.
+    """
+
+    def __init__(self, pipe: Pipeline, prompt: Any, params: dict[str, Any], n: int = 1) -> None:
+        self.pipe, self.prompt, self.params, self.n = pipe, prompt, params, n
+        self._cancelled = threading.Event()
+        self._outcome: Outcome | None = None
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    def deltas(self) -> Iterator[tuple[int, str]]:
+        """(choice index, text) as decoded; n > 1 runs as one batch and yields each choice whole at the end."""
+        if self.n > 1:
+            yield from self._batched()
+            return
+        stream = self.pipe(self.prompt, stream=True, **self.params)
+        for text in stream:
+            if self._cancelled.is_set():
+                return
+            yield 0, text
+        generation = stream.generation
+        self._outcome = Outcome(
+            [
+                self._choice(
+                    0, generation.text or "", generation.finish_reason, len(generation.token_ids), generation.logprobs
+                )
+            ],
+            int(generation.metrics.get("prompt_tokens", 0)),
+        )
+
+    def _batched(self) -> Iterator[tuple[int, str]]:
+        records = self.pipe(
+            self.prompt, return_full_text=False, return_metrics=True, num_return_sequences=self.n, **self.params
+        )
+        choices = [
+            self._choice(i, r["generated_text"], r["finish_reason"], r["generated_tokens"], r.get("logprobs"))
+            for i, r in enumerate(records)
+        ]
+        self._outcome = Outcome(choices, int(records[0]["prompt_tokens"]))
+        for choice in choices:
+            yield choice.index, choice.text
+
+    def outcome(self) -> Outcome:
+        """The finished choices and token counts; only after `deltas()` was exhausted."""
+        if self._outcome is None:
+            raise RuntimeError("outcome() before the generation finished")
+        return self._outcome
+
+    def _choice(self, index: int, text: str, reason: str, tokens: int, logprobs: list[dict] | None) -> Choice:
+        return Choice(index, text, FINISH_REASONS.get(reason, reason), tokens, self._named(logprobs))
+
+    def _named(self, logprobs: list[dict] | None) -> list[dict[str, Any]] | None:
+        """taskhub's {token_id, logprob, top_logprobs} -> OpenAI's {token, logprob, bytes, top_logprobs}."""
+        if logprobs is None:
+            return None
+        tokenizer = self.pipe.model.tokenizer
+
+        def entry(token_id: int, logprob: float) -> dict[str, Any]:
+            token = tokenizer.decode([token_id])
+            return {"token": token, "logprob": logprob, "bytes": list(token.encode("utf-8"))}
+
+        return [
+            {
+                **entry(step["token_id"], step["logprob"]),
+                "top_logprobs": [entry(t["token_id"], t["logprob"]) for t in step["top_logprobs"]],
+            }
+            for step in logprobs
+        ]
+
+
+def engine_stats(pipes: list[Pipeline]) -> list[dict[str, Any]]:
+    """Cache statistics of the generation engines behind `pipes`, for /metrics; [] while none exposes any."""
+    out = []
+    for pipe in pipes:
+        engine = getattr(pipe.model, "engine", None)
+        stats = getattr(engine, "stats", None)
+        if callable(stats):
+            out.append({"model": pipe.model_id or "", **stats()})
+    return out

@@ -1,0 +1,71 @@
+"""Many clients at once: every streamed output equals the offline run_task result for its seed; no 5xx."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import openai
+import pytest
+from fixtures_decoding import decoding_model_dirs  # noqa: F401
+from fixtures_serve import running_server
+
+import taskhub
+from taskhub.serve import ServedModel, ServeSettings
+
+CLIENTS, REQUESTS = 32, 4
+PROMPTS = ["The quick brown fox", "Summaries keep", "Café crème", "A stop string may"]
+
+
+@pytest.mark.slow
+def test_32_streaming_clients_get_their_offline_outputs(decoding_model_dirs: dict[str, Path]) -> None:  # noqa: F811
+    model = str(decoding_model_dirs["llama"])
+    jobs = {
+        (c, r): ([{"role": "user", "content": PROMPTS[(c + r) % len(PROMPTS)]}], c * REQUESTS + r)
+        for c in range(CLIENTS)
+        for r in range(REQUESTS)
+    }
+    expected = {
+        key: taskhub.run_task(
+            "text-generation",
+            messages,
+            model=model,
+            max_new_tokens=16,
+            do_sample=True,
+            temperature=0.9,
+            seed=seed,
+            return_full_text=False,
+        )[0]["generated_text"]
+        for key, (messages, seed) in jobs.items()
+    }
+    got: dict[tuple[int, int], str] = {}
+    failures: list[BaseException] = []
+    settings = ServeSettings(models=(ServedModel("text-generation", model),), max_running=32, max_queue=CLIENTS)
+    with running_server(settings) as live:
+        client = openai.OpenAI(base_url=f"{live.url}/v1", api_key="unused", max_retries=0, timeout=120)
+
+        def run_client(c: int) -> None:
+            try:
+                for r in range(REQUESTS):
+                    messages, seed = jobs[(c, r)]
+                    stream = client.chat.completions.create(
+                        model=model, messages=messages, max_tokens=16, temperature=0.9, seed=seed, stream=True
+                    )
+                    got[(c, r)] = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+            except BaseException as exc:  # collected: the assertion below shows them
+                failures.append(exc)
+
+        threads = [threading.Thread(target=run_client, args=(c,)) for c in range(CLIENTS)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert failures == []
+        assert got == expected
+        statuses = {
+            s: live.metric(f'taskhub_requests_total{{route="/v1/chat/completions",status="{s}"}}')
+            for s in ("200", "500")
+        }
+        assert statuses == {"200": CLIENTS * REQUESTS, "500": 0}
+        assert live.metric("taskhub_running_requests") == 0
+        assert live.metric(f'taskhub_time_to_first_token_seconds_count{{model="{model}"}}') == CLIENTS * REQUESTS
