@@ -14,7 +14,7 @@ import pluggy
 from . import hookspecs
 from .errors import PluginError, TaskhubError
 from .manifest import load_task_manifest
-from .registry import Owned, Registry, Table, TaskEntry
+from .registry import CommandSpec, Owned, Registry, Table, TaskEntry
 
 ENTRY_POINT_GROUP = "taskhub"
 
@@ -125,6 +125,8 @@ def _apply(registry: Registry, plugin: str, hook_name: str, args: tuple[Any, ...
         registry.readers.add(args[0], args[1], plugin)
     elif hook_name == "register_batch_writers":
         registry.writers.add(args[0], args[1], plugin)
+    elif hook_name == "register_commands":
+        registry.commands.add(args[0], CommandSpec(*args), plugin)
     elif hook_name == "register_manifest_dirs":
         registry.manifest_dirs.append(Owned(Path(str(args[0])), plugin))
 
@@ -137,6 +139,7 @@ def _undo(registry: Registry, plugin: str) -> None:
         registry.local_models,
         registry.readers,
         registry.writers,
+        registry.commands,
     )
     for table in tables:
         table.items = {k: v for k, v in table.items.items() if v.plugin != plugin}
