@@ -63,10 +63,18 @@ def matches(metadata: dict[str, Any], where: Filter) -> bool:
 
 
 def check_filter(where: Any) -> Filter | None:
+    """A filter maps metadata keys to a scalar or a list of scalars; anything else is refused."""
+    scalar = (str, int, float, bool)
+
+    def plain(value: Any) -> bool:
+        return isinstance(value, scalar) or (isinstance(value, list) and all(isinstance(v, scalar) for v in value))
+
     if where is None:
         return None
-    if not isinstance(where, dict) or not all(isinstance(k, str) for k in where):
-        raise BadInputError(f"filter must map metadata keys to a value or a list of values, got {where!r}")
+    if not isinstance(where, dict) or not all(isinstance(k, str) and plain(v) for k, v in where.items()):
+        raise BadInputError(
+            f"filter must map metadata keys to a value or a list of values (any of them), got {where!r}"
+        )
     return where
 
 

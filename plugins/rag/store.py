@@ -190,7 +190,7 @@ class IndexStore:
 
     def has_ann(self) -> bool:
         table = self.table()
-        return table is not None and any(i.index_type.startswith("IVF") for i in table.list_indices())
+        return table is not None and any(i.index_type.upper().startswith("IVF") for i in table.list_indices())
 
     def columns(self) -> tuple[Any, np.ndarray]:
         """Every chunk's fields (a pyarrow table without vectors) and its vectors as an [N, dim] float32 matrix."""
