@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Literal
 
@@ -28,7 +28,7 @@ class Snapshot:
     version: int
     rows: Any  # pyarrow table, one row per chunk
     vectors: np.ndarray
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    has_ann: bool = False  # the table has an IVF index at this version
 
     @cached_property
     def metadata(self) -> list[dict[str, Any]]:
@@ -91,15 +91,20 @@ class Searcher:
         with self._lock:
             if self._snapshot is None or self._snapshot.version != version:
                 rows, vectors = self.store.columns()
-                self._snapshot = Snapshot(version, rows, vectors)
+                self._snapshot = Snapshot(version, rows, vectors, self.store.has_ann())
             return self._snapshot
 
     def dense(
-        self, queries: np.ndarray, top_k: int, where: Filter | None = None, mode: Mode = "auto"
+        self,
+        queries: np.ndarray,
+        top_k: int,
+        where: Filter | None = None,
+        mode: Mode = "auto",
+        snap: Snapshot | None = None,
     ) -> list[list[tuple[int, float]]]:
-        """(row, cosine) of the top_k chunks per query vector, best first."""
-        snap = self.snapshot()
-        if mode == "ann" or (mode == "auto" and self.store.has_ann()):
+        """(row, cosine) of the top_k chunks per query vector, best first; rows of `snap` (default: the latest)."""
+        snap = snap or self.snapshot()
+        if mode == "ann" or (mode == "auto" and snap.has_ann):
             return [self._ann(snap, q, top_k, where) for q in queries]
         return exact_top_k(snap.vectors, queries, top_k, snap.mask(where))
 
@@ -128,12 +133,14 @@ class Searcher:
                 return exact_top_k(snap.vectors, query[None], top_k, snap.mask(where))[0]
         return found[:top_k]
 
-    def bm25(self, query: str, top_k: int, where: Filter | None = None) -> list[tuple[int, float]]:
+    def bm25(
+        self, query: str, top_k: int, where: Filter | None = None, snap: Snapshot | None = None
+    ) -> list[tuple[int, float]]:
         """(row, BM25 score) from LanceDB's full-text index, best first (over-fetched, then filtered)."""
         table = self.store.table()
         if table is None or not query.strip():
             return []
-        snap = self.snapshot()
+        snap = snap or self.snapshot()
         fetch = top_k * 10 if where else top_k
         hits = (
             table.search(query, query_type="fts", fts_columns="text")

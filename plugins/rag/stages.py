@@ -57,12 +57,13 @@ def retrieve(
     vectors = embedder.embed(queries)
     snap = searcher.snapshot()
     if not params.hybrid:
-        ranked = searcher.dense(vectors, params.top_k, where, params.search)
+        ranked = searcher.dense(vectors, params.top_k, where, params.search, snap)
     else:
         depth = max(FUSION_DEPTH, 5 * params.top_k)
-        dense = searcher.dense(vectors, depth, where, params.search)
+        dense = searcher.dense(vectors, depth, where, params.search, snap)
         ranked = [
-            reciprocal_rank_fusion([d, searcher.bm25(q, depth, where)], params.top_k) for q, d in zip(queries, dense)
+            reciprocal_rank_fusion([d, searcher.bm25(q, depth, where, snap)], params.top_k)
+            for q, d in zip(queries, dense)
         ]
     return embedder, [[snap.passage(row, score) for row, score in hits] for hits in ranked]
 
