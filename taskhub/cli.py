@@ -292,7 +292,21 @@ def build_parser() -> argparse.ArgumentParser:
         child.set_defaults(needs_plugins=command.needs_plugins)
         if command.run is not None:
             child.set_defaults(func=command.run)
+    _mount_plugin_commands(sub)
     return parser
+
+
+def _mount_plugin_commands(sub: Any) -> None:
+    """Subcommands plugins registered (register_commands); built-in names win."""
+    for name, owned in sorted(get_registry().commands.items.items()):
+        if name in sub.choices:
+            warnings.warn(
+                f"plugin {owned.plugin!r} registers command {name!r}, a built-in command; skipped", stacklevel=2
+            )
+            continue
+        command = sub.add_parser(name, help=owned.value.help)
+        owned.value.configure(command)
+        command.set_defaults(func=owned.value.run, needs_plugins=True)
 
 
 def _show_warning(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:

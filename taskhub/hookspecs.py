@@ -82,6 +82,21 @@ def register_batch_writers(register: Callable[..., None]) -> None:
     """
 
 
+@hookspec
+def register_commands(register: Callable[..., None]) -> None:
+    """Register `taskhub` subcommands: ``register(name, configure, run, help_text)``.
+
+    - ``configure(parser: argparse.ArgumentParser) -> None`` adds the command's arguments
+      (nested subcommands included); keep imports in it and in ``run`` lazy.
+    - ``run(args: argparse.Namespace) -> int`` runs the command and returns its exit status;
+      a TaskhubError it raises is printed as one line, as for the built-in commands.
+
+    - ``help_text`` (optional): the one line `taskhub --help` shows.
+
+    A name that a built-in command already uses is reported and skipped.
+    """
+
+
 def _spec_names() -> list[str]:
     return [name for name, value in globals().items() if callable(value) and name.startswith("register_")]
 

@@ -14,7 +14,7 @@ import pluggy
 from . import hookspecs
 from .errors import PluginError, TaskhubError
 from .manifest import TaskManifest, located_error, read_yaml, validate
-from .registry import Owned, Registry, TaskEntry
+from .registry import CommandSpec, Owned, Registry, TaskEntry
 
 ENTRY_POINT_GROUP = "taskhub"
 BUILTIN_DISTRIBUTION = "taskhub"  # its plugins register first, so a third party never shadows them
@@ -198,6 +198,8 @@ def _apply(registry: Registry, plugin: str, hook_name: str, args: tuple[Any, ...
         registry.readers.add(args[0], args[1], plugin)
     elif hook_name == "register_batch_writers":
         registry.writers.add(args[0], args[1], plugin)
+    elif hook_name == "register_commands":
+        registry.commands.add(args[0], CommandSpec(*args), plugin)
     elif hook_name == "register_manifest_dirs":
         registry.manifest_dirs.append(Owned(Path(str(args[0])), plugin))
 

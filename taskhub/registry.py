@@ -61,6 +61,16 @@ class StageSpec:
 
 
 @dataclass(frozen=True)
+class CommandSpec:
+    """A CLI subcommand a plugin registered: `configure(parser)` adds its arguments, `run(args)` runs it."""
+
+    name: str
+    configure: Callable[[Any], None]
+    run: Callable[[Any], int]
+    help: str = ""
+
+
+@dataclass(frozen=True)
 class Owned(Generic[T]):
     """Any registered value together with the plugin that registered it."""
 
@@ -111,6 +121,7 @@ class Registry:
     local_models: Table[Path] = field(default_factory=lambda: Table("local model"))
     readers: Table[Callable[..., Any]] = field(default_factory=lambda: Table("batch reader"))
     writers: Table[Callable[..., Any]] = field(default_factory=lambda: Table("batch writer"))
+    commands: Table[CommandSpec] = field(default_factory=lambda: Table("command"))
     manifest_dirs: list[Owned[Path]] = field(default_factory=list)
     _tasks: dict[str, TaskEntry] = field(default_factory=dict)
     _aliases: dict[str, str] = field(default_factory=dict)

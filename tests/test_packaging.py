@@ -39,10 +39,11 @@ def test_wheel_ships_code_manifests_and_entry_points(tmp_path):
         "taskhub_vision",
         "taskhub_audio",
         "taskhub_multimodal",
+        "taskhub_rag",
     ):
         assert f"{package}/__init__.py" in names
     assert "taskhub/py.typed" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
-    assert "[taskhub]" in text and "text = taskhub_text.plugin" in text
+    assert "[taskhub]" in text and "text = taskhub_text.plugin" in text and "rag = taskhub_rag.plugin" in text
     assert "taskhub = taskhub.cli:main" in text

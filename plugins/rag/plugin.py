@@ -1,0 +1,33 @@
+"""Registers the rag plugin: retrieval and answer stages, the documents reader, the `index` command, its manifests."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from importlib.resources import files
+
+from taskhub.hookspecs import hookimpl
+
+from . import commands, stages
+
+
+@hookimpl
+def register_stages(register: Callable[..., None]) -> None:
+    register("rag.retrieve", stages.retrieval, stages.RetrievalParams)
+    register("rag.retrieve_passages", stages.retrieve_for_answer, stages.RetrievalParams)
+    register("rag.answer", stages.answer, stages.AnswerParams)
+    register("rag.index_documents", stages.index_documents, stages.IndexDocumentsParams)
+
+
+@hookimpl
+def register_batch_readers(register: Callable[..., None]) -> None:
+    register("documents", stages.read_documents)
+
+
+@hookimpl
+def register_commands(register: Callable[..., None]) -> None:
+    register("index", commands.configure, commands.run, "build, inspect, list and delete retrieval indexes")
+
+
+@hookimpl
+def register_manifest_dirs(register: Callable[..., None]) -> None:
+    register(files("taskhub_manifests") / "tasks" / "rag")
