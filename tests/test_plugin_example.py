@@ -72,6 +72,10 @@ def test_example_plugin_through_cli(installed_example):
     assert done.returncode == 0, done.stderr
     check(json.loads(done.stdout), 5)
     listing = subprocess.run([sys.executable, "-m", "taskhub.cli", "plugins", "--json"], capture_output=True, text=True)
-    assert {"name": "keywords", "module": "taskhub_keywords.plugin", "ok": True, "error": None} in json.loads(
-        listing.stdout
-    )
+    assert {
+        "name": "keywords",
+        "module": "taskhub_keywords.plugin",
+        "ok": True,
+        "error": None,
+        "requires": [],
+    } in json.loads(listing.stdout)

@@ -77,7 +77,7 @@ def test_generative_answer_is_the_decoders_greedy_output_on_the_rag_prompt(sampl
         question,
         model=str(path),
         index=str(sample_index),
-        top_k=2,
+        top_k=1,  # the tiny decoder's context is 256 positions: one passage fits
         prompt_template=template,
         chat=False,
         max_new_tokens=12,
@@ -91,14 +91,14 @@ def test_generative_answer_is_the_decoders_greedy_output_on_the_rag_prompt(sampl
         generated = model.generate(ids, max_new_tokens=12, do_sample=False, pad_token_id=0)
     expected = tokenizer.decode(generated[0, ids.shape[1] :], skip_special_tokens=True).strip()
     assert out["answer"] == expected
-    assert out["invalid_citations"] == [n for n in cited_numbers(expected) if not 1 <= n <= 2]
+    assert out["invalid_citations"] == [n for n in cited_numbers(expected) if n != 1]
 
     stream = taskhub.run_task(
         "rag",
         question,
         model=str(path),
         index=str(sample_index),
-        top_k=2,
+        top_k=1,  # the tiny decoder's context is 256 positions: one passage fits
         prompt_template=template,
         chat=False,
         max_new_tokens=12,

@@ -9,6 +9,8 @@ from taskhub.hookspecs import hookimpl
 
 from . import commands, stages
 
+TASKHUB_REQUIRES = ("text", "textgen")  # embeds through the text tasks, decodes through textgen's public API
+
 
 @hookimpl
 def register_stages(register: Callable[..., None]) -> None:

@@ -35,9 +35,10 @@ def default_cache_bytes() -> int:
 
 
 def engine_supports(model: Transformer) -> bool:
-    """Whether the engine reproduces the model's static decoding (dynamic NTK RoPE depends on the batch)."""
+    """Whether the engine reproduces the model's static decoding: dynamic NTK RoPE depends on the batch, and
+    LongRoPE recomputes the whole cache when a sequence first passes its original context (native_backend)."""
     rope = model.cfg.rope
-    return rope is None or rope.rope_type != "dynamic"
+    return rope is None or rope.rope_type not in ("dynamic", "longrope")
 
 
 @dataclass(frozen=True)
