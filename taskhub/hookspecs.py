@@ -82,6 +82,19 @@ def register_batch_writers(register: Callable[..., None]) -> None:
     """
 
 
+@hookspec
+def register_input_kinds(register: Callable[..., None]) -> None:
+    """Register what one input of a task can be: ``register(kind, expected, check=None, one_list=None)``.
+
+    - ``kind``: the name task manifests give as ``input:`` (``text``, ``image``, ``chat``...).
+    - ``expected``: how error messages describe a valid input ("a string").
+    - ``check(value) -> bool``: False rejects the input with a BadInputError naming ``expected``
+      (None: anything but None is accepted here; stages check further).
+    - ``one_list(value) -> bool``: True when a list passed to a pipeline is ONE input of this
+      kind rather than many (a chat conversation is a list of messages); None: never.
+    """
+
+
 def _spec_names() -> list[str]:
     return [name for name, value in globals().items() if callable(value) and name.startswith("register_")]
 

@@ -61,6 +61,16 @@ class StageSpec:
 
 
 @dataclass(frozen=True)
+class InputKind:
+    """What one input of a task is (registered by plugins through `register_input_kinds`)."""
+
+    name: str
+    expected: str  # how errors describe a valid input: "a string"
+    check: Callable[[Any], bool] | None = None  # False: not an input of this kind
+    one_list: Callable[[Any], bool] | None = None  # True: this list is one input, not many
+
+
+@dataclass(frozen=True)
 class Owned(Generic[T]):
     """Any registered value together with the plugin that registered it."""
 
@@ -111,9 +121,15 @@ class Registry:
     local_models: Table[Path] = field(default_factory=lambda: Table("local model"))
     readers: Table[Callable[..., Any]] = field(default_factory=lambda: Table("batch reader"))
     writers: Table[Callable[..., Any]] = field(default_factory=lambda: Table("batch writer"))
+    input_kinds: Table[InputKind] = field(default_factory=lambda: Table("input kind"))
     manifest_dirs: list[Owned[Path]] = field(default_factory=list)
     _tasks: dict[str, TaskEntry] = field(default_factory=dict)
     _aliases: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # the two input kinds that are plain data rather than a modality, for tasks of any plugin
+        self.add_input_kind("taskhub", "text", "a string", lambda value: isinstance(value, str))
+        self.add_input_kind("taskhub", "object", "a mapping of fields", lambda value: isinstance(value, dict))
 
     def add_stage(
         self,
@@ -130,6 +146,18 @@ class Registry:
         if not (lazy.is_ref(model) or (isinstance(model, type) and issubclass(model, BaseModel))):
             raise PluginError(f"stage {name!r} of plugin {plugin!r}: params_model must be a pydantic BaseModel class")
         self.stages.add(name, StageSpec(name, func, model, plugin), plugin)
+
+    def add_input_kind(
+        self,
+        plugin: str,
+        kind: str,
+        expected: str,
+        check: Callable[[Any], bool] | None = None,
+        one_list: Callable[[Any], bool] | None = None,
+    ) -> None:
+        if not re.fullmatch(r"[a-z][a-z0-9_-]*", str(kind)):
+            raise PluginError(f"plugin {plugin!r} registered an input kind with an invalid name {kind!r}")
+        self.input_kinds.add(kind, InputKind(kind, str(expected), check, one_list), plugin)
 
     def add_task(self, entry: TaskEntry) -> None:
         """Add a task; a name or alias another task already uses is an error naming both."""
@@ -185,6 +213,8 @@ class Registry:
                 for err in exc.errors():
                     where = (*loc, "params", *err["loc"])
                     problems.append((where, f"{err['msg']} (params of stage {ref.stage!r})"))
+        if manifest.input not in self.input_kinds:
+            problems.append((("input",), did_you_mean(manifest.input, self.input_kinds.items, "input kind")))
         if manifest.model.loader and manifest.model.loader not in self.loaders:
             problems.append(
                 (("model", "loader"), did_you_mean(manifest.model.loader, self.loaders.items, "model loader"))
@@ -193,7 +223,14 @@ class Registry:
 
     def remove_plugin(self, plugin: str) -> None:
         """Forget everything `plugin` registered (it failed half way, or lost a name conflict)."""
-        tables: tuple[Table[Any], ...] = (self.stages, self.loaders, self.local_models, self.readers, self.writers)
+        tables: tuple[Table[Any], ...] = (
+            self.stages,
+            self.loaders,
+            self.local_models,
+            self.readers,
+            self.writers,
+            self.input_kinds,
+        )
         for table in tables:
             table.items = {k: v for k, v in table.items.items() if v.plugin != plugin}
         self.manifest_dirs = [d for d in self.manifest_dirs if d.plugin != plugin]

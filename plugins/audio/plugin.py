@@ -24,6 +24,11 @@ def register_stages(register: Callable[..., None]) -> None:
 
 
 @hookimpl
+def register_input_kinds(register: Callable[..., None]) -> None:
+    register("audio", "an audio path, bytes, or a numpy array with sampling_rate")
+
+
+@hookimpl
 def register_model_loaders(register: Callable[..., None]) -> None:
     register("audio.speech_recognition", "taskhub_audio.loading:load_speech_recognizer")
     register("audio.classification", "taskhub_audio.loading:load_audio_classifier")
