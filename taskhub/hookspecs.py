@@ -95,6 +95,18 @@ def register_input_kinds(register: Callable[..., None]) -> None:
     """
 
 
+@hookspec
+def register_result_writers(register: Callable[..., None]) -> None:
+    """Register how `taskhub run --output PATH` saves results that are files rather than JSON:
+    ``register(name, accepts, write)``.
+
+    - ``accepts(result) -> bool``: True for the results this writer saves (a text-to-speech
+      ``{"audio", "sampling_rate"}`` dict).
+    - ``write(result, path: Path) -> Path`` (or a ``"module:function"`` reference): saves it,
+      returns where. Several inputs get numbered paths (``speech-0.wav``, ``speech-1.wav``).
+    """
+
+
 def _spec_names() -> list[str]:
     return [name for name, value in globals().items() if callable(value) and name.startswith("register_")]
 

@@ -198,6 +198,8 @@ def _apply(registry: Registry, plugin: str, hook_name: str, args: tuple[Any, ...
         registry.readers.add(args[0], args[1], plugin)
     elif hook_name == "register_batch_writers":
         registry.writers.add(args[0], args[1], plugin)
+    elif hook_name == "register_result_writers":
+        registry.add_result_writer(plugin, *args, **kwargs)
     elif hook_name == "register_input_kinds":
         registry.add_input_kind(plugin, *args, **kwargs)
     elif hook_name == "register_manifest_dirs":

@@ -71,6 +71,15 @@ class InputKind:
 
 
 @dataclass(frozen=True)
+class ResultWriter:
+    """Saves results that are files (audio, images) for `taskhub run --output`."""
+
+    name: str
+    accepts: Callable[[Any], bool]
+    write: Callable[[Any, Path], Path] | str  # or a "module:function" reference
+
+
+@dataclass(frozen=True)
 class Owned(Generic[T]):
     """Any registered value together with the plugin that registered it."""
 
@@ -122,6 +131,7 @@ class Registry:
     readers: Table[Callable[..., Any]] = field(default_factory=lambda: Table("batch reader"))
     writers: Table[Callable[..., Any]] = field(default_factory=lambda: Table("batch writer"))
     input_kinds: Table[InputKind] = field(default_factory=lambda: Table("input kind"))
+    result_writers: Table[ResultWriter] = field(default_factory=lambda: Table("result writer"))
     manifest_dirs: list[Owned[Path]] = field(default_factory=list)
     _tasks: dict[str, TaskEntry] = field(default_factory=dict)
     _aliases: dict[str, str] = field(default_factory=dict)
@@ -158,6 +168,21 @@ class Registry:
         if not re.fullmatch(r"[a-z][a-z0-9_-]*", str(kind)):
             raise PluginError(f"plugin {plugin!r} registered an input kind with an invalid name {kind!r}")
         self.input_kinds.add(kind, InputKind(kind, str(expected), check, one_list), plugin)
+
+    def add_result_writer(
+        self, plugin: str, name: str, accepts: Callable[[Any], bool], write: Callable[[Any, Path], Path] | str
+    ) -> None:
+        if not callable(accepts) or not (callable(write) or lazy.is_ref(write)):
+            raise PluginError(f"plugin {plugin!r}: result writer {name!r} needs callables accepts and write")
+        self.result_writers.add(name, ResultWriter(name, accepts, write), plugin)
+
+    def result_writer_for(self, result: Any) -> Callable[[Any, Path], Path] | None:
+        """The write function of the first result writer that accepts `result`, if any."""
+        for owned in self.result_writers.items.values():
+            if owned.value.accepts(result):
+                write: Callable[[Any, Path], Path] = lazy.resolve(owned.value.write)
+                return write
+        return None
 
     def add_task(self, entry: TaskEntry) -> None:
         """Add a task; a name or alias another task already uses is an error naming both."""
@@ -230,6 +255,7 @@ class Registry:
             self.readers,
             self.writers,
             self.input_kinds,
+            self.result_writers,
         )
         for table in tables:
             table.items = {k: v for k, v in table.items.items() if v.plugin != plugin}

@@ -281,3 +281,24 @@ def test_a_plugin_registers_its_own_input_kind(tmp_path):
     with installed(Geometry(tmp_path / "bad"), "geometry-bad"):
         with pytest.warns(UserWarning, match="Unknown input kind 'poynt'"):
             taskhub.get_registry()
+
+
+def save_text(result, path):
+    path.write_text(result["text"])
+    return path
+
+
+class ShoutToFiles(FakePlugin):
+    @hookimpl
+    def register_result_writers(self, register):
+        register("fake.text_file", lambda result: isinstance(result, dict) and "text" in result, save_text)
+
+
+def test_a_plugin_registers_how_the_cli_saves_its_results(tmp_path, capsys):
+    write_manifest(tmp_path / "m", "shout", SHOUT)
+    with installed(ShoutToFiles(tmp_path / "m"), "fake"):
+        assert main(["run", "shout", "ab", "ab", "--output", str(tmp_path / "out.txt")]) == 0
+        assert main(["run", "shout", "xy", "--json"]) == 0  # no --output: JSON as usual
+    assert (tmp_path / "out-0.txt").read_text() == "AB" and (tmp_path / "out-1.txt").read_text() == "AB"
+    out, err = capsys.readouterr()
+    assert f"wrote {tmp_path / 'out-0.txt'}" in err and json.loads(out) == {"text": "XY", "length": 2}
