@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
-from .errors import BadInputError, ParamError, TaskhubError
+from .errors import BadInputError, ParamError, StageError, TaskhubError
 from .manifest import TaskManifest
 from .models import ModelCache, ModelSource, model_cache, parse_dtype, resolve_device, resolve_model_path
 from .plugins import get_registry
@@ -208,6 +208,8 @@ class Pipeline:
                     out = stage.spec.func(batch, params, self.context)
                 except TaskhubError as exc:
                     raise _renumbered(exc, places) from exc.__cause__
+                except Exception as exc:  # a bug or a resource error: still a TaskhubError, cause kept
+                    raise StageError(f"stage {stage.spec.name!r} failed: {type(exc).__name__}: {exc}") from exc
                 if len(out) != len(batch):
                     raise TaskhubError(
                         f"stage {stage.spec.name!r} returned {len(out)} items for a batch of {len(batch)}"
