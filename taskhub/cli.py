@@ -130,30 +130,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     inputs = [cli_input(arg, pipe.manifest.input) for arg in args.inputs]
     results = pipe(inputs, **params)
-    for arg, result in zip(args.inputs, results):
+    for number, result in enumerate(results):
         if isinstance(result, Iterator):
             for delta in result:  # a streamed result (stream=true): print text as it comes
                 print(delta, end="", flush=True)
             print()
             continue
-        if args.output and isinstance(result, dict) and {"audio", "sampling_rate"} <= result.keys():
-            _write_wav(result, Path(args.output), len(args.inputs), args.inputs.index(arg))
+        write = get_registry().result_writer_for(result) if args.output else None
+        if write is not None:
+            path = Path(args.output)
+            if len(args.inputs) > 1:
+                path = path.with_name(f"{path.stem}-{number}{path.suffix}")
+            print(f"wrote {write(result, path)}", file=sys.stderr)
             continue
         if args.json:
             print(to_json(result))
         else:
             print(to_json(result, indent=2))
     return 0
-
-
-def _write_wav(result: dict[str, Any], path: Path, count: int, index: int) -> None:
-    """Audio results (text-to-speech) go to a WAV file; several inputs get numbered files."""
-    import numpy as np
-    import soundfile
-
-    target = path if count == 1 else path.with_name(f"{path.stem}-{index}{path.suffix}")
-    soundfile.write(str(target), np.asarray(result["audio"], dtype=np.float32), int(result["sampling_rate"]))
-    print(f"wrote {target}", file=sys.stderr)
 
 
 def cmd_manifest_validate(args: argparse.Namespace) -> int:
@@ -233,7 +227,7 @@ def _run_args(run: argparse.ArgumentParser) -> None:
     run.add_argument("--dtype", help="float32, bfloat16 or float16")
     run.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="call parameter (repeatable)")
     run.add_argument("--json", action="store_true", help="one compact JSON line per input")
-    run.add_argument("--output", help="write audio results to this WAV file")
+    run.add_argument("--output", help="save file-like results (audio: .wav) here, as the plugin registered")
     run.add_argument("--trust-remote-code", action="store_true", help="run Python code shipped with a hub model")
     run.add_argument("--allow-pickle", action="store_true", help="load pickle-based weights (.bin/.pt)")
 

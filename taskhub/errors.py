@@ -34,6 +34,11 @@ class ModelNotAvailableError(TaskhubError):
     """A model that cannot be found or loaded, with what to do about it."""
 
 
+class StageError(TaskhubError):
+    """A stage failed with an exception that is not a TaskhubError (a bug in the stage, memory
+    running out...): names the stage and the original error, which is chained as the cause."""
+
+
 class PluginError(TaskhubError):
     """A plugin that failed to import or register, or two plugins claiming the same name."""
 

@@ -97,6 +97,31 @@ def register_commands(register: Callable[..., None]) -> None:
     """
 
 
+@hookspec
+def register_input_kinds(register: Callable[..., None]) -> None:
+    """Register what one input of a task can be: ``register(kind, expected, check=None, one_list=None)``.
+
+    - ``kind``: the name task manifests give as ``input:`` (``text``, ``image``, ``chat``...).
+    - ``expected``: how error messages describe a valid input ("a string").
+    - ``check(value) -> bool``: False rejects the input with a BadInputError naming ``expected``
+      (None: anything but None is accepted here; stages check further).
+    - ``one_list(value) -> bool``: True when a list passed to a pipeline is ONE input of this
+      kind rather than many (a chat conversation is a list of messages); None: never.
+    """
+
+
+@hookspec
+def register_result_writers(register: Callable[..., None]) -> None:
+    """Register how `taskhub run --output PATH` saves results that are files rather than JSON:
+    ``register(name, accepts, write)``.
+
+    - ``accepts(result) -> bool``: True for the results this writer saves (a text-to-speech
+      ``{"audio", "sampling_rate"}`` dict).
+    - ``write(result, path: Path) -> Path`` (or a ``"module:function"`` reference): saves it,
+      returns where. Several inputs get numbered paths (``speech-0.wav``, ``speech-1.wav``).
+    """
+
+
 def _spec_names() -> list[str]:
     return [name for name, value in globals().items() if callable(value) and name.startswith("register_")]
 

@@ -58,8 +58,11 @@ class TaskManifest(_Strict):
         None,
         description="Regex of extra task names; its named groups become call params (translation_en_to_de)",
     )
-    modality: Literal["text", "vision", "audio", "multimodal"]
-    input: Literal["text", "image", "audio", "object", "chat"] = Field(description="What one input item is")
+    modality: str = Field(pattern=r"^[a-z][a-z0-9_-]*$", description="Grouping for listings: text, vision, audio...")
+    input: str = Field(
+        pattern=r"^[a-z][a-z0-9_-]*$",
+        description="What one input item is: an input kind a plugin registered (text, image, audio, chat, object)",
+    )
     description: str = ""
     model: ModelSpec = Field(default_factory=lambda: ModelSpec())
     batching: Batching = Field(default_factory=lambda: Batching())

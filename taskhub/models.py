@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import ModelNotAvailableError, ParamError
+from .errors import ModelNotAvailableError, ParamError, TaskhubError
 from .registry import Registry
 
 if TYPE_CHECKING:
@@ -240,9 +240,10 @@ class ModelCache:
             except BaseException as exc:
                 with self._lock:
                     self._loading.pop(key, None)
-                if isinstance(exc, (OSError, ValueError)):
+                if isinstance(exc, Exception) and not isinstance(exc, TaskhubError):
                     raise ModelNotAvailableError(
-                        f"Could not load model {source.model_id!r} from {source.path} with loader {loader_name!r}: {exc}"
+                        f"Could not load model {source.model_id!r} from {source.path} with loader {loader_name!r}: "
+                        f"{'' if isinstance(exc, (OSError, ValueError)) else type(exc).__name__ + ': '}{exc}"
                     ) from exc
                 raise
             size = model_bytes(model)

@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
-from .errors import BadInputError, ParamError, TaskhubError
+from .errors import BadInputError, ParamError, StageError, TaskhubError
 from .manifest import TaskManifest
 from .models import ModelCache, ModelSource, model_cache, parse_dtype, resolve_device, resolve_model_path
 from .plugins import get_registry
-from .registry import StageSpec
+from .registry import InputKind, StageSpec
 
 if TYPE_CHECKING:
     import torch
@@ -156,10 +156,11 @@ class Pipeline:
         return self.plan.param_names
 
     def __call__(self, inputs: Any, *, batch_size: int | None = None, **params: Any) -> Any:
-        single = not _is_many(inputs, self.manifest.input)
+        kind = get_registry().input_kinds.get(self.manifest.input)
+        single = not _is_many(inputs, kind)
         items = [inputs] if single else list(inputs)
         for index, item in enumerate(items):
-            _check_input(item, self.manifest.input, index)
+            _check_input(item, kind, index)
         results = self.run_items(items, batch_size=batch_size, **params)
         return results[0] if single else results
 
@@ -232,6 +233,8 @@ class Pipeline:
                     out = stage.spec.func(batch, params, self.context)
                 except TaskhubError as exc:
                     raise _renumbered(exc, places) from exc.__cause__
+                except Exception as exc:  # a bug or a resource error: still a TaskhubError, cause kept
+                    raise StageError(f"stage {stage.spec.name!r} failed: {type(exc).__name__}: {exc}") from exc
                 if len(out) != len(batch):
                     raise TaskhubError(
                         f"stage {stage.spec.name!r} returned {len(out)} items for a batch of {len(batch)}"
@@ -273,33 +276,16 @@ def sort_length(item: Any) -> int:
     return length if isinstance(length, int) and not isinstance(length, bool) else 0
 
 
-def _is_chat(value: Any) -> bool:
-    return isinstance(value, list) and bool(value) and all(isinstance(m, dict) and "role" in m for m in value)
-
-
-def _is_many(inputs: Any, kind: str) -> bool:
-    """A list (or tuple) is many inputs, except one chat conversation (a list of messages)."""
+def _is_many(inputs: Any, kind: InputKind) -> bool:
+    """A list (or tuple) is many inputs, unless the input kind says it is one (a chat conversation)."""
     if not isinstance(inputs, (list, tuple)):
         return False
-    if kind == "chat" and _is_chat(list(inputs)):
-        return False
-    return True
+    return not (kind.one_list is not None and kind.one_list(list(inputs)))
 
 
-def _check_input(item: Any, kind: str, index: int) -> None:
+def _check_input(item: Any, kind: InputKind, index: int) -> None:
     """Reject what no stage of this input kind can take, naming the input and what was expected."""
-    expected = {
-        "text": "a string",
-        "chat": "a string, a list of {'role', 'content'} messages, or a mapping of fields",
-        "image": "an image path, bytes, PIL.Image or numpy array",
-        "audio": "an audio path, bytes, or a numpy array with sampling_rate",
-        "object": "a mapping of fields",
-    }[kind]
     if item is None:
-        raise BadInputError(f"Input {index} is None; expected {expected}.")
-    if kind == "text" and not isinstance(item, str):
-        raise BadInputError(f"Input {index} is a {type(item).__name__}; expected {expected}.")
-    if kind == "chat" and not (isinstance(item, (str, dict)) or _is_chat(item)):
-        raise BadInputError(f"Input {index} is a {type(item).__name__}; expected {expected}.")
-    if kind == "object" and not isinstance(item, dict):
-        raise BadInputError(f"Input {index} is a {type(item).__name__}; expected {expected}.")
+        raise BadInputError(f"Input {index} is None; expected {kind.expected}.")
+    if kind.check is not None and not kind.check(item):
+        raise BadInputError(f"Input {index} is a {type(item).__name__}; expected {kind.expected}.")

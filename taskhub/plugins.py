@@ -200,6 +200,10 @@ def _apply(registry: Registry, plugin: str, hook_name: str, args: tuple[Any, ...
         registry.writers.add(args[0], args[1], plugin)
     elif hook_name == "register_commands":
         registry.commands.add(args[0], CommandSpec(*args), plugin)
+    elif hook_name == "register_result_writers":
+        registry.add_result_writer(plugin, *args, **kwargs)
+    elif hook_name == "register_input_kinds":
+        registry.add_input_kind(plugin, *args, **kwargs)
     elif hook_name == "register_manifest_dirs":
         registry.manifest_dirs.append(Owned(Path(str(args[0])), plugin))
 

@@ -71,6 +71,25 @@ class CommandSpec:
 
 
 @dataclass(frozen=True)
+class InputKind:
+    """What one input of a task is (registered by plugins through `register_input_kinds`)."""
+
+    name: str
+    expected: str  # how errors describe a valid input: "a string"
+    check: Callable[[Any], bool] | None = None  # False: not an input of this kind
+    one_list: Callable[[Any], bool] | None = None  # True: this list is one input, not many
+
+
+@dataclass(frozen=True)
+class ResultWriter:
+    """Saves results that are files (audio, images) for `taskhub run --output`."""
+
+    name: str
+    accepts: Callable[[Any], bool]
+    write: Callable[[Any, Path], Path] | str  # or a "module:function" reference
+
+
+@dataclass(frozen=True)
 class Owned(Generic[T]):
     """Any registered value together with the plugin that registered it."""
 
@@ -122,9 +141,16 @@ class Registry:
     readers: Table[Callable[..., Any]] = field(default_factory=lambda: Table("batch reader"))
     writers: Table[Callable[..., Any]] = field(default_factory=lambda: Table("batch writer"))
     commands: Table[CommandSpec] = field(default_factory=lambda: Table("command"))
+    input_kinds: Table[InputKind] = field(default_factory=lambda: Table("input kind"))
+    result_writers: Table[ResultWriter] = field(default_factory=lambda: Table("result writer"))
     manifest_dirs: list[Owned[Path]] = field(default_factory=list)
     _tasks: dict[str, TaskEntry] = field(default_factory=dict)
     _aliases: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # the two input kinds that are plain data rather than a modality, for tasks of any plugin
+        self.add_input_kind("taskhub", "text", "a string", lambda value: isinstance(value, str))
+        self.add_input_kind("taskhub", "object", "a mapping of fields", lambda value: isinstance(value, dict))
 
     def add_stage(
         self,
@@ -141,6 +167,33 @@ class Registry:
         if not (lazy.is_ref(model) or (isinstance(model, type) and issubclass(model, BaseModel))):
             raise PluginError(f"stage {name!r} of plugin {plugin!r}: params_model must be a pydantic BaseModel class")
         self.stages.add(name, StageSpec(name, func, model, plugin), plugin)
+
+    def add_input_kind(
+        self,
+        plugin: str,
+        kind: str,
+        expected: str,
+        check: Callable[[Any], bool] | None = None,
+        one_list: Callable[[Any], bool] | None = None,
+    ) -> None:
+        if not re.fullmatch(r"[a-z][a-z0-9_-]*", str(kind)):
+            raise PluginError(f"plugin {plugin!r} registered an input kind with an invalid name {kind!r}")
+        self.input_kinds.add(kind, InputKind(kind, str(expected), check, one_list), plugin)
+
+    def add_result_writer(
+        self, plugin: str, name: str, accepts: Callable[[Any], bool], write: Callable[[Any, Path], Path] | str
+    ) -> None:
+        if not callable(accepts) or not (callable(write) or lazy.is_ref(write)):
+            raise PluginError(f"plugin {plugin!r}: result writer {name!r} needs callables accepts and write")
+        self.result_writers.add(name, ResultWriter(name, accepts, write), plugin)
+
+    def result_writer_for(self, result: Any) -> Callable[[Any, Path], Path] | None:
+        """The write function of the first result writer that accepts `result`, if any."""
+        for owned in self.result_writers.items.values():
+            if owned.value.accepts(result):
+                write: Callable[[Any, Path], Path] = lazy.resolve(owned.value.write)
+                return write
+        return None
 
     def add_task(self, entry: TaskEntry) -> None:
         """Add a task; a name or alias another task already uses is an error naming both."""
@@ -196,6 +249,8 @@ class Registry:
                 for err in exc.errors():
                     where = (*loc, "params", *err["loc"])
                     problems.append((where, f"{err['msg']} (params of stage {ref.stage!r})"))
+        if manifest.input not in self.input_kinds:
+            problems.append((("input",), did_you_mean(manifest.input, self.input_kinds.items, "input kind")))
         if manifest.model.loader and manifest.model.loader not in self.loaders:
             problems.append(
                 (("model", "loader"), did_you_mean(manifest.model.loader, self.loaders.items, "model loader"))
@@ -204,7 +259,15 @@ class Registry:
 
     def remove_plugin(self, plugin: str) -> None:
         """Forget everything `plugin` registered (it failed half way, or lost a name conflict)."""
-        tables: tuple[Table[Any], ...] = (self.stages, self.loaders, self.local_models, self.readers, self.writers)
+        tables: tuple[Table[Any], ...] = (
+            self.stages,
+            self.loaders,
+            self.local_models,
+            self.readers,
+            self.writers,
+            self.input_kinds,
+            self.result_writers,
+        )
         for table in tables:
             table.items = {k: v for k, v in table.items.items() if v.plugin != plugin}
         self.manifest_dirs = [d for d in self.manifest_dirs if d.plugin != plugin]

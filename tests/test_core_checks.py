@@ -227,3 +227,42 @@ def test_hub_downloads_only_the_files_the_loader_reads():
     opted = fetched(allow_pickle=True, trust_remote_code=True)
     assert {"pytorch_model.bin", "modeling_custom.py"} <= opted and not opted & never
     assert not fnmatch.filter(opted, "openvino/*.bin")
+
+
+def explode(items: list[Any], params: Any, ctx: Any) -> list[Any]:
+    return [1 / 0 for _ in items]
+
+
+class Faulty:
+    """A stage with a bug and a loader whose library raises something that is not OSError."""
+
+    def __init__(self, folder: Path) -> None:
+        write_manifest(folder, "faulty", MODELLED.format(model=folder).replace("probe", "faulty"))
+        write_manifest(
+            folder, "buggy", "task: buggy\nmodality: text\ninput: text\nmodel_stage: {stage: faulty.check}\n"
+        )
+        self.folder = folder
+
+    @hookimpl
+    def register_stages(self, register: Any) -> None:
+        register("faulty.check", explode)
+
+    @hookimpl
+    def register_model_loaders(self, register: Any) -> None:
+        def load(source: ModelSource) -> Any:
+            raise RuntimeError("size mismatch for encoder.weight")
+
+        register("faulty.loader", load)
+
+    @hookimpl
+    def register_manifest_dirs(self, register: Any) -> None:
+        register(self.folder)
+
+
+def test_unexpected_failures_are_still_taskhub_errors(tmp_path, fresh_caches):
+    with installed(Faulty(tmp_path), "faulty"):
+        with pytest.raises(taskhub.StageError, match="stage 'faulty.check' failed: ZeroDivisionError") as err:
+            taskhub.run_task("buggy", "x")
+        assert isinstance(err.value.__cause__, ZeroDivisionError)
+        with pytest.raises(ModelNotAvailableError, match="RuntimeError: size mismatch"):
+            taskhub.run_task("faulty", "x", device="cpu")

@@ -238,3 +238,67 @@ def test_cheap_commands_import_neither_torch_nor_transformers(code):
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+POINT_TASK = """
+task: norm
+modality: geometry
+input: point
+model_stage: {stage: geo.norm}
+"""
+
+
+class Geometry:
+    """A plugin bringing its own input kind: a point is a list of two numbers (one input, not many)."""
+
+    def __init__(self, folder):
+        self.folder = folder
+
+    @hookimpl
+    def register_input_kinds(self, register):
+        def is_point(value):
+            return isinstance(value, list) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value)
+
+        register("point", "a list of two numbers", is_point, is_point)
+
+    @hookimpl
+    def register_stages(self, register):
+        register("geo.norm", lambda items, params, ctx: [(x * x + y * y) ** 0.5 for x, y in items])
+
+    @hookimpl
+    def register_manifest_dirs(self, register):
+        register(self.folder)
+
+
+def test_a_plugin_registers_its_own_input_kind(tmp_path):
+    write_manifest(tmp_path, "norm", POINT_TASK)
+    write_manifest(tmp_path / "bad", "nope", POINT_TASK.replace("point", "poynt").replace("norm", "nope"))
+    with installed(Geometry(tmp_path), "geometry"):
+        assert taskhub.run_task("norm", [3, 4]) == 5.0  # one point
+        assert taskhub.run_task("norm", [[3, 4], [6, 8]]) == [5.0, 10.0]  # a list of points
+        with pytest.raises(taskhub.BadInputError, match=r"^Input 1 is a str; expected a list of two numbers"):
+            taskhub.run_task("norm", [[3, 4], "x"])
+    with installed(Geometry(tmp_path / "bad"), "geometry-bad"):
+        with pytest.warns(UserWarning, match="Unknown input kind 'poynt'"):
+            taskhub.get_registry()
+
+
+def save_text(result, path):
+    path.write_text(result["text"])
+    return path
+
+
+class ShoutToFiles(FakePlugin):
+    @hookimpl
+    def register_result_writers(self, register):
+        register("fake.text_file", lambda result: isinstance(result, dict) and "text" in result, save_text)
+
+
+def test_a_plugin_registers_how_the_cli_saves_its_results(tmp_path, capsys):
+    write_manifest(tmp_path / "m", "shout", SHOUT)
+    with installed(ShoutToFiles(tmp_path / "m"), "fake"):
+        assert main(["run", "shout", "ab", "ab", "--output", str(tmp_path / "out.txt")]) == 0
+        assert main(["run", "shout", "xy", "--json"]) == 0  # no --output: JSON as usual
+    assert (tmp_path / "out-0.txt").read_text() == "AB" and (tmp_path / "out-1.txt").read_text() == "AB"
+    out, err = capsys.readouterr()
+    assert f"wrote {tmp_path / 'out-0.txt'}" in err and json.loads(out) == {"text": "XY", "length": 2}

@@ -24,6 +24,21 @@ def register_stages(register: Callable[..., None]) -> None:
 
 
 @hookimpl
+def register_input_kinds(register: Callable[..., None]) -> None:
+    register("audio", "an audio path, bytes, or a numpy array with sampling_rate")
+
+
+def is_waveform(result: object) -> bool:
+    """A text-to-speech result: {"audio", "sampling_rate"}."""
+    return isinstance(result, dict) and {"audio", "sampling_rate"} <= result.keys()
+
+
+@hookimpl
+def register_result_writers(register: Callable[..., None]) -> None:
+    register("audio.wav", is_waveform, "taskhub_audio.tts:write_wav")
+
+
+@hookimpl
 def register_model_loaders(register: Callable[..., None]) -> None:
     register("audio.speech_recognition", "taskhub_audio.loading:load_speech_recognizer")
     register("audio.classification", "taskhub_audio.loading:load_audio_classifier")

@@ -38,6 +38,21 @@ def register_stages(register: Callable[..., None]) -> None:
     register("textgen.summary_text", "taskhub_textgen.seq2seq:summary_text", "taskhub_textgen.seq2seq:OutputParams")
 
 
+def is_conversation(value: object) -> bool:
+    """A non-empty list of {"role", ...} messages: one chat input, not many."""
+    return isinstance(value, list) and bool(value) and all(isinstance(m, dict) and "role" in m for m in value)
+
+
+@hookimpl
+def register_input_kinds(register: Callable[..., None]) -> None:
+    register(
+        "chat",
+        "a string, a list of {'role', 'content'} messages, or a mapping of fields",
+        lambda value: isinstance(value, (str, dict)) or is_conversation(value),
+        is_conversation,
+    )
+
+
 @hookimpl
 def register_model_loaders(register: Callable[..., None]) -> None:
     register("textgen.generative_lm", "taskhub_textgen.loading:load_generative_lm")

@@ -35,6 +35,11 @@ def register_stages(register: Callable[..., None]) -> None:
 
 
 @hookimpl
+def register_input_kinds(register: Callable[..., None]) -> None:
+    register("image", "an image path, bytes, PIL.Image or numpy array")
+
+
+@hookimpl
 def register_model_loaders(register: Callable[..., None]) -> None:
     register("vision.auto_model", "taskhub_vision.loading:load_vision_model")
 
