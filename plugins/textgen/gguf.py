@@ -54,8 +54,10 @@ def _rope_parameters(meta: dict[str, Any], arch: str, head_dim: int) -> dict[str
     elif scaling == "yarn":
         params.update(rope_type="yarn", factor=float(meta[key + "scaling.factor"]))
         params["original_max_position_embeddings"] = int(meta[key + "scaling.original_context_length"])
-    elif scaling != "none":
-        raise ModelNotAvailableError(f"GGUF rope scaling {scaling!r} is not supported (supported: none, linear, yarn).")
+    elif scaling not in ("none", "longrope"):  # longrope: the factor tensors describe it (_frequency_factors)
+        raise ModelNotAvailableError(
+            f"GGUF rope scaling {scaling!r} is not supported (supported: none, linear, yarn, longrope)."
+        )
     return params
 
 
