@@ -104,11 +104,17 @@ def load(base_url: str, model: str, clients: int, requests: int, max_tokens: int
 
     client = openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=1800)
     results: list[tuple[float, float, int]] = []
+    errors: list[str] = []
     lock = threading.Lock()
 
     def run() -> None:
         for _ in range(requests):
-            result = one_request(client, model, max_tokens)
+            try:
+                result = one_request(client, model, max_tokens)
+            except Exception as exc:  # counted and reported: a server that fails requests is not fast
+                with lock:
+                    errors.append(type(exc).__name__)
+                continue
             with lock:
                 results.append(result)
 
@@ -119,6 +125,8 @@ def load(base_url: str, model: str, clients: int, requests: int, max_tokens: int
     for t in threads:
         t.join()
     wall = time.perf_counter() - began
+    if not results:
+        raise RuntimeError(f"every request failed: {sorted(set(errors))}")
     ttft = sorted(r[0] for r in results)
     tpot = sorted(r[1] for r in results)
 
@@ -132,6 +140,7 @@ def load(base_url: str, model: str, clients: int, requests: int, max_tokens: int
         "ttft_p95": pct(ttft, 0.95),
         "tpot_p50": pct(tpot, 0.5),
         "tpot_p95": pct(tpot, 0.95),
+        "errors": len(errors),
     }
 
 
@@ -195,7 +204,7 @@ def main() -> None:
                 r = load(url, str(path), clients, args.requests, args.max_tokens)
                 print(
                     f"{name:<13}{clients:>8}{r['req/s']:>8.2f}{r['tok/s']:>9.1f}{r['ttft_p50'] * 1e3:>8.0f}ms"
-                    f"{r['ttft_p95'] * 1e3:>6.0f}ms{r['tpot_p50'] * 1e3:>8.1f}ms{r['tpot_p95'] * 1e3:>6.1f}ms",
+                    f"{r['ttft_p95'] * 1e3:>6.0f}ms{r['tpot_p50'] * 1e3:>8.1f}ms{r['tpot_p95'] * 1e3:>6.1f}ms{r['errors']:>7}",
                     flush=True,
                 )
         http, local = [], []
