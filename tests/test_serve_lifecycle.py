@@ -105,7 +105,10 @@ def test_sigterm_lets_an_inflight_stream_finish(long_llama: str) -> None:
         "60",
     ]
     server = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
     )
     try:
         url = f"http://127.0.0.1:{port}"
