@@ -46,9 +46,15 @@ class Submission:
         self.pipe, self.prompt, self.params, self.n = pipe, prompt, params, n
         self._cancelled = threading.Event()
         self._outcome: Outcome | None = None
+        self._stream: Any = None
 
     def cancel(self) -> None:
+        """Stop the work: an engine request handle is closed at once (its KV blocks freed); a
+        pipeline stream is simply no longer pulled."""
         self._cancelled.set()
+        close = getattr(self._stream, "close", None)
+        if callable(close):
+            close()
 
     @property
     def cancelled(self) -> bool:
@@ -59,11 +65,18 @@ class Submission:
         if self.n > 1:
             yield from self._batched()
             return
-        stream = self.pipe(self.prompt, stream=True, **self.params)
-        for text in stream:
-            if self._cancelled.is_set():
+        stream = self._stream = self.pipe(self.prompt, stream=True, **self.params)
+        try:
+            for text in stream:
+                if self._cancelled.is_set():
+                    return
+                yield 0, text
+        except Exception:
+            if self._cancelled.is_set():  # a closed engine handle may end with an error: expected
                 return
-            yield 0, text
+            raise
+        if self._cancelled.is_set():
+            return
         generation = stream.generation
         self._outcome = Outcome(
             [
@@ -115,11 +128,23 @@ class Submission:
 
 
 def engine_stats(pipes: list[Pipeline]) -> list[dict[str, Any]]:
-    """Cache statistics of the generation engines behind `pipes`, for /metrics; [] while none exposes any."""
+    """KV blocks used and prefix hit rate of the generation engines behind `pipes`, for /metrics.
+
+    A loaded text-generation model exposes its engine as `model.engine()` (None when it decodes
+    static batches); models without one are left out, so the gauges are omitted.
+    """
     out = []
     for pipe in pipes:
         engine = getattr(pipe.model, "engine", None)
-        stats = getattr(engine, "stats", None)
-        if callable(stats):
-            out.append({"model": pipe.model_id or "", **stats()})
+        engine = engine() if callable(engine) else None
+        if engine is None:
+            continue
+        stats = engine.stats()
+        out.append(
+            {
+                "model": pipe.model_id or "",
+                "kv_blocks_used": stats.blocks_used,
+                "prefix_hit_rate": stats.prefix_hit_rate,
+            }
+        )
     return out

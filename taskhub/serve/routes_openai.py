@@ -16,7 +16,7 @@ from starlette.types import Receive, Scope, Send
 from ..errors import TaskhubError
 from ..pipeline import Pipeline
 from .catalog import task_of
-from .errors import APIError, from_taskhub
+from .errors import APIError, from_taskhub, log
 from .generation import Choice, Submission
 from .openai_requests import (
     ChatRequest,
@@ -147,6 +147,11 @@ async def sse_events(job: GenerationJob, shape: ChatShape, deadline: Deadline) -
         yield {"data": json.dumps(from_taskhub(exc).body())}
     except APIError as exc:
         yield {"data": json.dumps(exc.body())}
+    except Exception as exc:  # a bug: logged with its traceback, one line to the client
+        log.exception("generation failed mid-stream")
+        yield {
+            "data": json.dumps(APIError(500, f"Internal error ({type(exc).__name__}).", code="internal_error").body())
+        }
 
 
 async def run_generation(
