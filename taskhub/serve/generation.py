@@ -49,12 +49,12 @@ class Submission:
         self._stream: Any = None
 
     def cancel(self) -> None:
-        """Stop the work: an engine request handle is closed at once (its KV blocks freed); a
-        pipeline stream is simply no longer pulled."""
+        """Stop the work: an engine request handle is cancelled at once (its KV blocks freed, its
+        reader woken); a static pipeline stream is simply no longer pulled."""
         self._cancelled.set()
-        close = getattr(self._stream, "close", None)
-        if callable(close):
-            close()
+        cancel = getattr(self._stream, "cancel", None)  # engine handles: thread-safe, frees the blocks
+        if callable(cancel):
+            cancel()
 
     @property
     def cancelled(self) -> bool:
