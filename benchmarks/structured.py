@@ -6,7 +6,8 @@ tokens, 128 new tokens, batch 1 and 8. The SmolLM2 tokenizer is not available of
 standard library and site-packages' .py/.md/.txt/.rst files) and cached in the temp folder.
 The schema has a long free-text field (minLength 2000) so that the constrained run, like the
 unconstrained one (EOS suppressed), decodes all 128 tokens: tokens/s compare like for like.
-Each cell is the best of --repeats runs after a warm-up, the two contenders interleaved.
+Each cell is the best of --repeats runs after a warm-up, the two contenders interleaved. The
+constraint's own cost per step (mask all rows + advance) is also timed alone, outside decoding.
 
 Compile time, for a typical nested schema and for the benchmark's: building llguidance's view of
 the tokenizer (once per tokenizer), compiling the schema with that tokenizer cached (parameter
@@ -16,7 +17,7 @@ installed, e.g. `pip install --no-deps --target DIR xgrammar`) xgrammar's tokeni
 build and schema compile are timed on the same tokenizer and schema.
 
     python benchmarks/structured.py [--repeats 3] [--compile-repeats 10] [--new-tokens 128] [--batches 1 8]
-                                    [--xgrammar-path DIR]
+                                    [--xgrammar-path DIR] [--mask-only]
 """
 
 from __future__ import annotations
@@ -186,6 +187,26 @@ def xgrammar_times(
     return out
 
 
+def mask_cost(tokenizer: PreTrainedTokenizerFast, batch: int, steps: int) -> float:
+    """Seconds per step of the constraint alone (mask every row, advance by a token drawn from the masked
+    random scores), through the benchmark schema's long string: what the constraint adds to a decode step."""
+    fmt = constrain.output_format(GenerationConfig(response_format=FORMAT))
+    assert fmt is not None
+    rows = constrain.RowConstraints.start(fmt, tokenizer, batch, [0], VOCAB)
+    generator = torch.Generator().manual_seed(0)
+    spent = 0.0
+    for _ in range(steps):
+        scores = torch.randn(batch, VOCAB, generator=generator)
+        start = time.perf_counter()
+        masked = rows(None, scores)  # type: ignore[arg-type]
+        spent += time.perf_counter() - start
+        chosen = torch.multinomial(torch.softmax(masked, dim=-1), 1, generator=generator)[:, 0]
+        start = time.perf_counter()
+        rows.advance(chosen)
+        spent += time.perf_counter() - start
+    return spent / steps
+
+
 def decode_speed(path: Path, tokenizer: PreTrainedTokenizerFast, batch: int, new: int, repeats: int) -> dict:
     transformer = load_transformer(path, dtype=torch.float32, device="cpu")
     torch.manual_seed(1)
@@ -215,6 +236,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--compile-repeats", type=int, default=10)
     parser.add_argument("--xgrammar-path", default=None)
+    parser.add_argument("--mask-only", action="store_true", help="compile times and constraint cost, no decoding")
     parser.add_argument("--tokenizer-cache", type=Path, default=Path(tempfile.gettempdir()) / "taskhub_bpe_49152.json")
     args = parser.parse_args()
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
@@ -233,6 +255,10 @@ def main() -> None:
                     f"{name}: xgrammar tokenizer build {xg['tokenizer'] * 1e3:.0f} ms; "
                     f"compile {xg['compile'] * 1e3:.1f} ms"
                 )
+    for batch in args.batches:
+        print(f"batch {batch}: constraint alone {mask_cost(tokenizer, batch, args.new_tokens) * 1e3:.2f} ms per step")
+    if args.mask_only:
+        return
     with tempfile.TemporaryDirectory() as folder:
         path = smollm2_model(Path(folder))
         for batch in args.batches:

@@ -15,8 +15,7 @@ The per-sequence interface, used by the static decoding loop and the batching en
     fork()           an independent copy (beam search, n samples from one prompt)
 
 `RowConstraints` holds one GrammarConstraint per row of a batch and is a Processor
-(ids, scores) -> scores, so it sits first in the processor chain; masks of all rows are
-computed in parallel by llguidance's executor.
+(ids, scores) -> scores, so it sits first in the processor chain.
 """
 
 from __future__ import annotations
@@ -281,8 +280,7 @@ class GrammarConstraint:
 
     def mask(self, scores: torch.Tensor) -> torch.Tensor:
         """`scores` [V] (or [1, V]) with every token the grammar forbids at -inf."""
-        allowed = self.allowed(scores.shape[-1]).to(scores.device)
-        return scores.masked_fill(~allowed.view_as(scores), float("-inf"))
+        return apply_mask(scores, self.allowed(scores.shape[-1]).view_as(scores))
 
     def advance(self, token_id: int) -> bool:
         """Consume the chosen token; False if the grammar does not admit it (the matcher then stays in error).
@@ -309,29 +307,36 @@ class GrammarConstraint:
 
 def unpack_bitmask(bitmask: np.ndarray, vocab_size: int, rows: list[GrammarConstraint]) -> torch.Tensor:
     """[B, W] int32 bit words -> bool [B, vocab_size] (ids past the mask never allowed), with
-    llguidance's EOS bit moved to each row's finish ids."""
+    llguidance's EOS bit moved to each row's finish ids.
+
+    All in numpy (one thread, no torch dispatch): on a busy machine a few small torch ops per step
+    cost more than the mask itself.
+    """
     import numpy as np
     import torch
 
-    bits = np.unpackbits(bitmask.view(np.uint8), axis=1, bitorder="little")  # word w bit i -> 32w + i
-    allowed = torch.from_numpy(bits).bool()
     width = min(rows[0].width, vocab_size)
-    out = torch.zeros((bitmask.shape[0], vocab_size), dtype=torch.bool)
-    out[:, :width] = allowed[:, :width]
+    bits = np.unpackbits(bitmask.view(np.uint8), axis=1, count=width, bitorder="little")  # word w bit i -> 32w + i
+    allowed = bits.view(np.bool_)
+    if width < vocab_size:
+        allowed = np.pad(allowed, ((0, 0), (0, vocab_size - width)))
     for b, row in enumerate(rows):
-        accepts = bool(allowed[b, row.eos_id])
-        out[b, row.eos_id] = False
-        if row.finish_ids:
-            out[b, row.finish_ids] = accepts
-    return out
+        if row.eos_id < width:
+            accepts = bool(allowed[b, row.eos_id])
+            allowed[b, row.eos_id] = False
+            if row.finish_ids:
+                allowed[b, row.finish_ids] = accepts
+    return torch.from_numpy(allowed)
 
 
-@functools.cache
-def _executor() -> llguidance.LLExecutor:
-    """llguidance's thread pool for batched masks, one per process."""
-    import llguidance
+def apply_mask(scores: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    """`scores` with the tokens not `allowed` (bool, CPU, same shape) at -inf; numpy for CPU scores."""
+    import numpy as np
+    import torch
 
-    return llguidance.LLExecutor()
+    if scores.device.type == "cpu" and scores.dtype == torch.float32:
+        return torch.from_numpy(np.where(allowed.numpy(), scores.numpy(), np.float32(-np.inf)))
+    return scores.where(allowed.to(scores.device), float("-inf"))
 
 
 class RowConstraints:
@@ -353,16 +358,12 @@ class RowConstraints:
 
     def __call__(self, ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         """Mask every row of `scores` [B, V]; rows whose grammar is complete are left as they are."""
-        import llguidance.numpy
-
-        live = [(row.matcher, b) for b, row in enumerate(self.rows) if not row.is_complete()]
         self.bitmask.fill(-1)
-        if len(live) > 1:
-            llguidance.numpy.fill_next_token_bitmask_par(_executor(), live, self.bitmask)
-        elif live:
-            self.rows[live[0][1]].fill_bitmask(self.bitmask, live[0][1])
-        allowed = unpack_bitmask(self.bitmask, scores.shape[1], self.rows).to(scores.device)
-        return scores.masked_fill(~allowed, float("-inf"))
+        for b, row in enumerate(self.rows):
+            if not row.is_complete():
+                row.fill_bitmask(self.bitmask, b)
+        allowed = unpack_bitmask(self.bitmask, scores.shape[1], self.rows)
+        return apply_mask(scores, allowed)
 
     def advance(self, next_ids: torch.Tensor, active: torch.Tensor | None = None) -> None:
         """Consume each active row's chosen token ([B] ids, [B] bool)."""
