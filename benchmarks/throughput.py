@@ -19,6 +19,11 @@ when every request is submitted), TPOT p50/p95, peak RSS of the process.
 
     python benchmarks/throughput.py [--quick] [--models SmolLM2-135M gpt2-124M] [--workloads plain prefix]
                                     [--contenders engine static hf-static hf-cb] [--dtype float32|bfloat16]
+                                    [--threads N]
+
+On a machine shared with other busy processes, OpenMP threads that spin-wait at every
+barrier lose most of their time to the others: there `--threads 1` (or OMP_WAIT_POLICY=PASSIVE)
+measures the contenders far more faithfully than the default.
 """
 
 from __future__ import annotations
@@ -219,6 +224,8 @@ def percentile(values: list[float], q: float) -> float:
 def child(args: argparse.Namespace) -> None:
     """Run one contender on one workload; print its figures as JSON."""
     dtype = getattr(torch, args.dtype)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     path = checkpoint(args.model)
     vocab = json.loads((path / "config.json").read_text())["vocab_size"]
     requests = workload(args.quick, args.workload == "prefix", vocab)
@@ -249,6 +256,7 @@ def main() -> None:
     parser.add_argument("--workloads", nargs="+", default=["plain", "prefix"], choices=["plain", "prefix"])
     parser.add_argument("--contenders", nargs="+", default=["engine", "static", "hf-static", "hf-cb"])
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--threads", type=int, default=0, help="torch threads of every contender (0: torch's default)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--workload", help=argparse.SUPPRESS)

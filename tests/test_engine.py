@@ -16,7 +16,7 @@ from taskhub_textgen.generate import generate
 from taskhub_textgen.native_backend import NativeBackend
 from transformers import AutoTokenizer
 
-from taskhub.errors import ParamError
+from taskhub.errors import BadInputError, ParamError
 
 KINDS = ["gpt2", "llama", "mistral", "qwen2"]  # mistral: 8-token window on every layer; qwen2: on layer 1 only
 SHARED_PREFIX = [17, 42, 99, 7, 250, 31, 64, 128, 12, 77, 200, 5, 300, 45, 61, 90]
@@ -205,3 +205,8 @@ def test_requests_the_engine_cannot_serve_are_refused(models):
         engine.submit([5, 6], GenerationConfig(num_beams=2))
     with pytest.raises(ParamError, match="KV blocks"):
         engine.submit([5] * 50, GenerationConfig(max_new_tokens=200))
+    with pytest.raises(ParamError, match="bad_words_ids"):
+        engine.submit([5, 6], GenerationConfig(max_new_tokens=4, bad_words_ids=[[10_000]]))
+    with pytest.raises(BadInputError, match="tokenizer"):
+        engine.submit("text without a tokenizer", GenerationConfig(max_new_tokens=4))
+    assert engine.stats().waiting == 0

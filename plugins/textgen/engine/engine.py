@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from taskhub.errors import BadInputError, ParamError
+from taskhub.errors import BadInputError, ParamError, TaskhubError
 
 from ..backend import PromptBatch
 from ..config import GenerationConfig
@@ -119,13 +119,18 @@ class Engine:
         config = config or GenerationConfig()
         ids = self._prompt_ids(prompt)
         self._check(ids, config, stream)
+        if self._closed:
+            raise TaskhubError("The engine is closed.")
         with torch.inference_mode():
             batch = PromptBatch(
                 torch.tensor([ids], device=self.runner.device), torch.ones(1, len(ids), dtype=torch.long)
             )
-            run = SamplingRun(
-                None, batch, config, self.tokenizer, stream_text=stream, vocab_size=self.model.cfg.vocab_size
-            )
+            try:
+                run = SamplingRun(
+                    None, batch, config, self.tokenizer, stream_text=stream, vocab_size=self.model.cfg.vocab_size
+                )
+            except ValueError as exc:  # controls that do not fit this model (stop strings without tokenizer, ...)
+                raise ParamError(str(exc)) from None
             run.clock = MetricsClock(self.runner.device)  # TTFT counts from submission
         request = Request(ids, run, len(self.windows), stream)
         if config.max_new_tokens == 0:
