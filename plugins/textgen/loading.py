@@ -25,6 +25,7 @@ from .backend import LogitsBackend
 from .checkpoint import load_transformer
 from .hf_backend import HFBackend
 from .native_backend import NativeBackend, is_supported
+from .quantize import QUANTIZERS, quantize
 
 
 @dataclass
@@ -83,7 +84,8 @@ def load_generative_lm(source: ModelSource) -> TextGenModel:
     """A causal or encoder-decoder LM with its tokenizer.
 
     `options.backend`: "auto" (default: native decoder when checkpoint.is_supported, else
-    transformers), "native" or "transformers".
+    transformers), "native" or "transformers". `options.quantize`: "int8" or "int4"
+    weight-only quantization of the native decoder's linear layers (bf16 activations).
     """
     path = Path(source.path)
     try:
@@ -93,15 +95,24 @@ def load_generative_lm(source: ModelSource) -> TextGenModel:
     choice = source.options.get("backend", "auto")
     if choice not in ("auto", "native", "transformers"):
         raise ModelNotAvailableError(f"Unknown backend {choice!r}; expected auto, native or transformers.")
+    scheme = source.options.get("quantize")
+    if scheme not in (None, "none", *QUANTIZERS):
+        raise ModelNotAvailableError(f"Unknown quantize option {scheme!r}; expected none, {', '.join(QUANTIZERS)}.")
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=source.trust_remote_code)
     native_ok = not config.get("is_encoder_decoder") and is_supported(config) and _has_safetensors(path)
     if choice == "native" and not native_ok:
         raise ModelNotAvailableError(
             f"The native decoder does not cover {config.get('model_type')!r} checkpoints at {path}."
         )
+    if scheme not in (None, "none") and not (native_ok and choice != "transformers" and source.device == "cpu"):
+        raise ModelNotAvailableError(
+            f"quantize={scheme!r} needs the native decoder on the CPU; {path} is not served so."
+        )
     device = torch.device(source.device)
     if choice == "native" or (choice == "auto" and native_ok):
         transformer = load_transformer(path, dtype=source.dtype, device=source.device)
+        if scheme not in (None, "none"):
+            transformer = quantize(transformer, scheme)
         make: Callable[[], LogitsBackend] = partial(NativeBackend, transformer)
         native = True
     else:
