@@ -319,12 +319,29 @@ def build_engines(path: Path, new: int, extras: bool, compile_: bool, llama_cpp:
 
 
 def load_llama_cpp(path: Path, new: int) -> Any:
-    from llama_cpp import Llama
+    """llama.cpp model with the benchmark's threads, without "extra buffer types" (weight repacking).
+
+    The repacked (AMX) Q8_0 path died with SIGILL on the machine the figures come from, so it
+    is off for every GGUF type; llama-cpp-python does not expose the switch, hence the patch.
+    """
+    import llama_cpp
+    import llama_cpp.llama as llama_module
+
+    defaults = llama_cpp.llama_model_default_params
+
+    def no_repacking() -> Any:
+        params = defaults()
+        params.use_extra_bufts = False
+        return params
 
     threads = torch.get_num_threads()
-    return Llama(
-        str(path), n_ctx=256 + new, n_batch=256, n_threads=threads, n_threads_batch=threads, verbose=False, seed=0
-    )
+    llama_module.llama_cpp.llama_model_default_params = no_repacking
+    try:
+        return llama_cpp.Llama(
+            str(path), n_ctx=256 + new, n_batch=256, n_threads=threads, n_threads_batch=threads, verbose=False
+        )
+    finally:
+        llama_module.llama_cpp.llama_model_default_params = defaults
 
 
 def run_llama_cpp(llm: Any, ids: torch.Tensor, *, new: int) -> Run:
