@@ -1,9 +1,11 @@
-"""Decode speed: taskhub's native decoder vs transformers generate(), fp32 CPU, real model shapes.
+"""Decode speed: taskhub's native decoder vs transformers and llama.cpp on CPU, real model shapes.
 
-Random weights with the shapes of GPT-2 small (124M) and SmolLM2-135M are saved as safetensors
-checkpoints, then both engines load them and decode greedily (prompt 32 tokens, 128 new
-tokens, EOS suppressed so every row runs the full length) at batch 1 and 8, in this process,
-with the same torch threads. Each cell is the fastest of --repeats runs after one warm-up, the engines
+Random weights with the shapes of GPT-2 small (124M), SmolLM2-135M and Gemma 3 270M (its
+shapes in Llama blocks) are saved as safetensors checkpoints; transformers and taskhub load
+them, and llama.cpp (llama-cpp-python) loads the same weights written as GGUF by
+gguf_export.py (F32, BF16, Q8_0). Every engine decodes greedily (prompt 32 tokens, 128 new
+tokens, no EOS stop) at batch 1 and 8 (llama.cpp: batch 1), in this process, with the same
+number of threads. Each cell is the fastest of --repeats runs after one warm-up, the engines
 interleaved so that load from other processes falls on all of them alike.
 
 Reported per engine: tokens/s (generated tokens of all rows / wall time), TTFT (prompt in ->
@@ -12,29 +14,35 @@ memory-bandwidth bound. Peak memory = bytes of the loaded weights + the growth o
 process's resident-set high-water mark during generation (VmHWM, reset through
 /proc/self/clear_refs before each run): the cache, activations and allocator overhead.
 The bandwidth bound assumes every decode step streams all weights the step reads (the
-embedding table only when it doubles as the output head) at the measured copy bandwidth
-(bytes read + written per second of a large tensor copy, as STREAM counts it; measured
-before every cell, the best value so far is used, as the timings are best-of-N too).
-Other processes on the machine slow OpenMP-parallel kernels of both engines; run it on a
-quiet machine (OMP_WAIT_POLICY=PASSIVE softens the effect of a busy one).
+embedding table only when it doubles as the output head) at the measured read bandwidth
+(a large tensor sum; measured before every cell, the best value so far is used, as the
+timings are best-of-N too). Other processes on the machine slow every engine; the CPU
+model, its flags and the load average are printed so runs can be compared.
 
-Extras (native only): bf16 weights, weight-only int8 (per-channel, bf16 activations), and
-with --compile the fp32 model under torch.compile (compile time reported apart).
+Native extras: bf16 weights, weight-only int8 (per channel) and int4 (groups of 32), with
+bf16 activations; with --compile the fp32 model under torch.compile (compile time reported apart).
+llama.cpp rows need llama-cpp-python built for this CPU (see LLAMA_CPP_INSTALL) and `gguf`;
+without them the rows are skipped with a message.
 
-    python benchmarks/decode.py [--repeats 3] [--new-tokens 128] [--batches 1 8] [--no-extras] [--compile]
+    python benchmarks/decode.py [--repeats 5] [--models ...] [--batches 1 8] [--no-extras] [--compile]
+        [--llama-cpp-path /path/to/venv/lib/python3.11/site-packages]
 """
 
 from __future__ import annotations
 
 import argparse
 import ctypes
+import os
+import sys
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 import transformers
 from taskhub_textgen.backend import PromptBatch
@@ -43,9 +51,12 @@ from taskhub_textgen.config import GenerationConfig
 from taskhub_textgen.generate import generate
 from taskhub_textgen.model import Transformer
 from taskhub_textgen.native_backend import NativeBackend
-from taskhub_textgen.quantize import quantize_int8
+from taskhub_textgen.quantize import quantize
 from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 from transformers.generation.streamers import BaseStreamer
+
+sys.path.insert(0, str(Path(__file__).parent))
+from gguf_export import export_gguf  # noqa: E402  (benchmarks/ is not a package)
 
 EOS = 0
 
@@ -68,10 +79,35 @@ def smollm2_135m() -> LlamaConfig:
     )
 
 
+def gemma3_270m_shape() -> LlamaConfig:
+    """Gemma 3 270M's shapes (wide head_dim, one KV head, 262k vocabulary) in Llama blocks."""
+    return LlamaConfig(
+        hidden_size=640,
+        intermediate_size=2048,
+        num_hidden_layers=18,
+        num_attention_heads=4,
+        num_key_value_heads=1,
+        head_dim=256,
+        vocab_size=262144,
+        max_position_embeddings=32768,
+        rope_theta=1000000,
+        tie_word_embeddings=True,
+        rms_norm_eps=1e-6,
+        bos_token_id=2,
+        eos_token_id=EOS,
+        pad_token_id=EOS,
+    )
+
+
 MODELS: dict[str, Callable[[], torch.nn.Module]] = {
     "gpt2-124M": lambda: GPT2LMHeadModel(GPT2Config(eos_token_id=EOS, bos_token_id=EOS, pad_token_id=EOS)),
     "SmolLM2-135M": lambda: LlamaForCausalLM(smollm2_135m()),
+    "gemma3-270M-shape": lambda: LlamaForCausalLM(gemma3_270m_shape()),
 }
+LLAMA_CPP_INSTALL = (
+    'Install it built for this CPU: CMAKE_ARGS="-DGGML_NATIVE=ON" pip install llama-cpp-python gguf '
+    "(or into another venv and pass --llama-cpp-path that venv's site-packages)."
+)
 
 
 def _status_bytes(key: str) -> int:
@@ -101,17 +137,49 @@ class PeakRSS:
         self.growth = max(_status_bytes("VmHWM") - self.base, 0)
 
 
-def copy_bandwidth(n_bytes: int = 512 * 2**20, repeats: int = 5) -> float:
-    """Bytes moved per second (read + write) by copying a large fp32 tensor."""
+def read_bandwidth(n_bytes: int = 512 * 2**20, repeats: int = 5) -> float:
+    """Bytes read per second by summing a large fp32 tensor (far bigger than the caches), best of `repeats`."""
     src = torch.randn(n_bytes // 4)
-    dst = torch.empty_like(src)
-    dst.copy_(src)
+    src.sum()
     best = float("inf")
     for _ in range(repeats):
         t = time.perf_counter()
-        dst.copy_(src)
+        src.sum()
         best = min(best, time.perf_counter() - t)
-    return 2 * n_bytes / best
+    return n_bytes / best
+
+
+def cpu_description() -> str:
+    """CPU model and the vector / matrix extensions the kernels may use (Linux /proc/cpuinfo)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown CPU"
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
+    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
+    wanted = sorted(f for f in flags if f.startswith(("avx512", "amx")) or f in ("avx2", "fma", "f16c"))
+    return f"{model}, {os.cpu_count()} logical CPUs, flags: {' '.join(wanted)}"
+
+
+def load_average() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def llama_cpp_available(extra_path: str | None) -> bool:
+    """Whether llama-cpp-python imports (from `extra_path` too, appended after site-packages)."""
+    if extra_path:
+        sys.path.append(extra_path)
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError:
+        print(f"llama.cpp rows skipped: llama-cpp-python is not installed. {LLAMA_CPP_INSTALL}")
+        return False
+    try:
+        import gguf  # noqa: F401
+    except ImportError:
+        print("llama.cpp rows skipped: the gguf package is not installed (pip install gguf).")
+        return False
+    return True
 
 
 def weight_bytes(module: torch.nn.Module) -> int:
@@ -212,50 +280,124 @@ def report(name: str, run: Run, batch: int, new: int, weights: int, bound_tps: f
     return {"tps": tps, "ttft": run.ttft_s}
 
 
-Engine = tuple[Callable[[torch.Tensor], Run], torch.nn.Module]  # (ids -> Run, the weights it reads)
+@dataclass
+class Engine:
+    """One contender: a generation function and the bytes it holds and reads per decode step."""
+
+    run: Callable[[torch.Tensor], Run]  # ids [B, T] -> Run
+    weight_bytes: int
+    step_bytes: int
+    batch1_only: bool = False
 
 
-def build_engines(path: Path, new: int, extras: bool, compile_: bool) -> dict[str, Engine]:
+def module_engine(run: Callable[[torch.Tensor], Run], module: torch.nn.Module) -> Engine:
+    output = module.output if isinstance(module, Transformer) else module.get_output_embeddings()
+    return Engine(run, weight_bytes(module), bytes_per_step(module, output))
+
+
+def build_engines(path: Path, new: int, extras: bool, compile_: bool, llama_cpp: bool) -> dict[str, Engine]:
     """Every engine to time, loaded from the checkpoint at `path`."""
     hf = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     backends = {"taskhub fp32": NativeBackend.from_pretrained(path, dtype=torch.float32)}
     if extras:
-        backends["taskhub bf16 (extra)"] = NativeBackend.from_pretrained(path, dtype=torch.bfloat16)
-        backends["taskhub int8 (extra)"] = NativeBackend(quantize_int8(load_transformer(path, dtype=torch.float32)))
+        backends["taskhub bf16"] = NativeBackend.from_pretrained(path, dtype=torch.bfloat16)
+        for scheme in ("int8", "int4"):
+            backends[f"taskhub {scheme}"] = NativeBackend(quantize(load_transformer(path, dtype=torch.float32), scheme))
     if compile_:
-        backends["taskhub fp32 compiled (extra)"] = compiled_backend(path)
-    engines: dict[str, Engine] = {"transformers fp32": (partial(run_transformers, hf, new=new), hf)}
+        backends["taskhub fp32 compiled"] = compiled_backend(path)
+    engines = {"transformers fp32": module_engine(partial(run_transformers, hf, new=new), hf)}
     for name, backend in backends.items():
-        engines[name] = (partial(run_native, backend, new=new), backend.model)
+        engines[name] = module_engine(partial(run_native, backend, new=new), backend.model)
+    if llama_cpp:
+        for outtype in ("f32", "bf16", "q8_0") if extras else ("f32",):
+            gguf_path = path / f"model-{outtype}.gguf"
+            step = export_gguf(path, gguf_path, outtype)
+            llm = load_llama_cpp(gguf_path, new)
+            run = partial(run_llama_cpp, llm, new=new)
+            engines[f"llama.cpp {outtype}"] = Engine(run, gguf_path.stat().st_size, step, batch1_only=True)
     return engines
+
+
+def load_llama_cpp(path: Path, new: int) -> Any:
+    """llama.cpp model with the benchmark's threads, without "extra buffer types" (weight repacking).
+
+    The repacked (AMX) Q8_0 path died with SIGILL on the machine the figures come from, so it
+    is off for every GGUF type; llama-cpp-python does not expose the switch, hence the patch.
+    """
+    import llama_cpp
+    import llama_cpp.llama as llama_module
+
+    defaults = llama_cpp.llama_model_default_params
+
+    def no_repacking() -> Any:
+        params = defaults()
+        params.use_extra_bufts = False
+        return params
+
+    threads = torch.get_num_threads()
+    llama_module.llama_cpp.llama_model_default_params = no_repacking
+    try:
+        return llama_cpp.Llama(
+            str(path), n_ctx=256 + new, n_batch=256, n_threads=threads, n_threads_batch=threads, verbose=False
+        )
+    finally:
+        llama_module.llama_cpp.llama_model_default_params = defaults
+
+
+def run_llama_cpp(llm: Any, ids: torch.Tensor, *, new: int) -> Run:
+    """Greedy decoding through llama.cpp's eval loop (argmax of the last logits, no EOS stop), batch 1."""
+    prompt = ids[0].tolist()
+    tokens, ttft = [], 0.0
+    with PeakRSS() as peak:
+        start = time.perf_counter()
+        llm.reset()
+        llm.eval(prompt)
+        for step in range(new):
+            token = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+            tokens.append(token)
+            if step == 0:
+                ttft = time.perf_counter() - start
+            if step + 1 < new:
+                llm.eval([token])
+        wall = time.perf_counter() - start
+    return Run(wall, ttft, peak.growth, torch.tensor([tokens]))
 
 
 def bench_batch(engines: dict[str, Engine], ids: torch.Tensor, new: int, repeats: int, bandwidth: float) -> float:
     """Time every engine on one batch of prompts, print the table and the ratios; the bandwidth used."""
     batch = ids.shape[0]
-    bandwidth = max(bandwidth, copy_bandwidth())
-    for name, (fn, _) in engines.items():
+    engines = {name: e for name, e in engines.items() if batch == 1 or not e.batch1_only}
+    bandwidth = max(bandwidth, read_bandwidth())
+    for name, engine in engines.items():
         if "compiled" in name:
             start = time.perf_counter()
-            fn(ids)
+            engine.run(ids)
             print(
                 f"  torch.compile: first generation {time.perf_counter() - start:.1f} s "
                 "(compilation; not in the numbers below)",
                 flush=True,
             )
-    runs = measure({name: partial(fn, ids) for name, (fn, _) in engines.items()}, repeats)
+    runs = measure({name: partial(e.run, ids) for name, e in engines.items()}, repeats)
     results = {}
-    for name, (_, module) in engines.items():
-        bound_tps = batch * bandwidth / _step_bytes(module)
-        results[name] = report(name, runs[name], batch, new, weight_bytes(module), bound_tps)
+    for name, engine in engines.items():
+        bound_tps = batch * bandwidth / engine.step_bytes
+        results[name] = report(name, runs[name], batch, new, engine.weight_bytes, bound_tps)
     base, ours = results["transformers fp32"], results["taskhub fp32"]
     same = (runs["transformers fp32"].tokens == runs["taskhub fp32"].tokens).all(dim=1).sum().item()
     print(
         f"  ratio taskhub/transformers fp32: {ours['tps'] / base['tps']:.2f}x tokens/s, "
         f"TTFT {ours['ttft'] / base['ttft']:.2f}x;  identical greedy rows: {same}/{batch};  "
-        f"copy bandwidth {bandwidth / 1e9:.1f} GB/s",
+        f"read bandwidth {bandwidth / 1e9:.1f} GB/s;  load average {load_average()}",
         flush=True,
     )
+    for ours_name, theirs_name in (("fp32", "f32"), ("bf16", "bf16"), ("int8", "q8_0")):
+        if f"llama.cpp {theirs_name}" in results and f"taskhub {ours_name}" in results:
+            a, b = results[f"taskhub {ours_name}"], results[f"llama.cpp {theirs_name}"]
+            print(
+                f"  ratio taskhub {ours_name} / llama.cpp {theirs_name}: {a['tps'] / b['tps']:.2f}x tokens/s, "
+                f"TTFT {a['ttft'] / b['ttft']:.2f}x",
+                flush=True,
+            )
     return bandwidth
 
 
@@ -270,20 +412,25 @@ def main() -> None:
     parser.add_argument(
         "--compile", action="store_true", help="add the fp32 native model under torch.compile (compiles for minutes)"
     )
+    parser.add_argument("--no-llama-cpp", action="store_true", help="skip the llama.cpp rows")
+    parser.add_argument(
+        "--llama-cpp-path", help="site-packages of another environment holding llama-cpp-python (appended to sys.path)"
+    )
     args = parser.parse_args()
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     torch.manual_seed(0)
-    bandwidth = copy_bandwidth()
+    llama_cpp = not args.no_llama_cpp and llama_cpp_available(args.llama_cpp_path)
+    bandwidth = read_bandwidth()
     print(
         f"torch {torch.__version__}, transformers {transformers.__version__}, threads {torch.get_num_threads()}, "
-        f"copy bandwidth {bandwidth / 1e9:.1f} GB/s"
+        f"read bandwidth {bandwidth / 1e9:.1f} GB/s, load average {load_average()}\n{cpu_description()}"
     )
     with tempfile.TemporaryDirectory() as tmp:
         for model_name in args.models:
             path = Path(tmp) / model_name
             MODELS[model_name]().save_pretrained(path, safe_serialization=True)
-            engines = build_engines(path, args.new_tokens, not args.no_extras, args.compile)
+            engines = build_engines(path, args.new_tokens, not args.no_extras, args.compile, llama_cpp)
             for batch in args.batches:
                 print(
                     f"\n{model_name}  batch {batch}  prompt {args.prompt_tokens}  new {args.new_tokens}  "
@@ -303,11 +450,6 @@ def compiled_backend(path: Path) -> NativeBackend:
     backend = NativeBackend.from_pretrained(path, dtype=torch.float32)
     backend.model.forward = torch.compile(backend.model.forward, dynamic=True)
     return backend
-
-
-def _step_bytes(module: torch.nn.Module) -> int:
-    output = module.output if isinstance(module, Transformer) else module.get_output_embeddings()
-    return bytes_per_step(module, output)
 
 
 if __name__ == "__main__":

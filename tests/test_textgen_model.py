@@ -14,12 +14,15 @@ from fixtures_textgen import textgen_checkpoints  # noqa: F401  (session fixture
 from safetensors.torch import load_file, save_file
 from taskhub_textgen.backend import PromptBatch
 from taskhub_textgen.checkpoint import load_transformer, read_hf_config, transformer_config
+from taskhub_textgen.kernels import aten_linear, cpu_linear, onednn_linear
+from taskhub_textgen.loading import load_generative_lm
 from taskhub_textgen.model import Transformer
 from taskhub_textgen.native_backend import NativeBackend, is_supported, positions_from_mask
-from taskhub_textgen.quantize import Int8Linear, quantize_int8
+from taskhub_textgen.quantize import Int4Linear, Int8Linear, quantize_int8
 from transformers import AutoModelForCausalLM
 
 from taskhub.errors import ModelNotAvailableError
+from taskhub.models import ModelSource
 
 FP32_KINDS = [
     "gpt2",
@@ -207,3 +210,48 @@ def test_int8_weight_only_stays_close_to_fp32(textgen_checkpoints):
     assert all(isinstance(m.attention.wqkv, Int8Linear) for m in quantized.model.layers)
     logits = quantized.prefill(PromptBatch(ids, mask), 1)
     assert (logits - reference).abs().max() < 0.05 * reference.abs().max()
+
+
+def test_int4_linear_matches_groupwise_dequantized_weights():
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(96, 40, bias=True)
+    x = torch.randn(3, 5, 96)
+    # reference: every group of 32 inputs mapped onto 16 evenly spaced levels between its min and max
+    w = linear.weight.detach().view(40, 3, 32)
+    low, high = w.amin(-1, keepdim=True), w.amax(-1, keepdim=True)
+    step = (high - low) / 15
+    dequantized = (torch.round((w - low) / step) * step + low).view(40, 96)
+    expected = torch.nn.functional.linear(x, dequantized, linear.bias.detach())
+    got = Int4Linear(linear)(x.to(torch.bfloat16)).float()
+    assert got.shape == (3, 5, 40)
+    assert (got - expected).abs().max() < 0.02 * expected.abs().max()
+    # and 4 bits are coarse: the unquantized layer is measurably different
+    assert (torch.nn.functional.linear(x, linear.weight, linear.bias) - expected).abs().max() > 1e-3
+
+
+# relative error of the logits: random weights are the hard case for 4 bits (~0.3 measured)
+@pytest.mark.parametrize("scheme, kind, tolerance", [("int8", Int8Linear, 0.06), ("int4", Int4Linear, 0.45)])
+def test_quantize_option_loads_a_quantized_native_model(textgen_checkpoints, scheme, kind, tolerance):
+    path = textgen_checkpoints["llama"]
+    ids, mask = left_padded([6, 10], seed=8)
+    reference = hf_model(path)(input_ids=ids, attention_mask=mask).logits[:, -1]
+    loaded = load_generative_lm(ModelSource(model_id="llama", path=path, options={"quantize": scheme}))
+    backend = loaded.make_backend()
+    assert all(isinstance(m.mlp.w_up, kind) for m in backend.model.layers)
+    logits = backend.prefill(PromptBatch(ids, mask), 1)
+    assert (logits - reference).norm() < tolerance * reference.norm()
+    with pytest.raises(ModelNotAvailableError, match="int3"):
+        load_generative_lm(ModelSource(model_id="llama", path=path, options={"quantize": "int3"}))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("rows", [1, 40])
+def test_chosen_cpu_linear_kernel_computes_the_linear_layer(dtype, rows):
+    g = torch.Generator().manual_seed(3)
+    x, w, b = (torch.randn(*shape, generator=g).to(dtype) for shape in ((2, rows, 96), (72, 96), (72,)))
+    expected = (x.double() @ w.double().T + b.double()).float()  # the same (rounded) inputs, exact products
+    fn = cpu_linear(dtype, 2 * rows)
+    assert fn in (aten_linear, onednn_linear)
+    for kernel in (fn, aten_linear, onednn_linear):
+        got = kernel(x, w, b).float()
+        assert torch.allclose(got, expected, atol=1e-4, rtol=1e-5 if dtype == torch.float32 else 1e-2)

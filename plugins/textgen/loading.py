@@ -29,6 +29,7 @@ from .engine.engine import Engine, engine_supports
 from .hf_backend import HFBackend
 from .model import Transformer
 from .native_backend import NativeBackend, is_supported
+from .quantize import QUANTIZERS, quantize
 
 
 @dataclass
@@ -172,6 +173,8 @@ def load_generative_lm(source: ModelSource) -> TextGenModel:
     transformers), "native" or "transformers". `options.engine`: keyword arguments of the
     native decoder's continuous-batching Engine (kv_cache_bytes, block_size, max_batch_tokens,
     max_running, prefix_caching), or {"enabled": false} to decode static batches only.
+    `options.quantize`: "int8" or "int4" weight-only quantization of the native decoder's
+    linear layers (bf16 activations).
     """
     path = Path(source.path)
     if path.suffix == ".gguf" and path.is_file():
@@ -183,16 +186,25 @@ def load_generative_lm(source: ModelSource) -> TextGenModel:
     choice = source.options.get("backend", "auto")
     if choice not in ("auto", "native", "transformers"):
         raise ModelNotAvailableError(f"Unknown backend {choice!r}; expected auto, native or transformers.")
+    scheme = source.options.get("quantize")
+    if scheme not in (None, "none", *QUANTIZERS):
+        raise ModelNotAvailableError(f"Unknown quantize option {scheme!r}; expected none, {', '.join(QUANTIZERS)}.")
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=source.trust_remote_code)
     native_ok = not config.get("is_encoder_decoder") and is_supported(config) and _has_safetensors(path)
     if choice == "native" and not native_ok:
         raise ModelNotAvailableError(
             f"The native decoder does not cover {config.get('model_type')!r} checkpoints at {path}."
         )
+    if scheme not in (None, "none") and not (native_ok and choice != "transformers" and source.device == "cpu"):
+        raise ModelNotAvailableError(
+            f"quantize={scheme!r} needs the native decoder on the CPU; {path} is not served so."
+        )
     device = torch.device(source.device)
     engine_options = dict(source.options.get("engine") or {})
     if choice == "native" or (choice == "auto" and native_ok):
         transformer = load_transformer(path, dtype=source.dtype, device=source.device)
+        if scheme not in (None, "none"):
+            transformer = quantize(transformer, scheme)
         make: Callable[[], LogitsBackend] = partial(NativeBackend, transformer)
         return TextGenModel(
             make, tokenizer, config, _generation_config(path, config), device, True, transformer, engine_options

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .kernels import cpu_linear
 from .kv_cache import Cache, KVCache
 from .rope import RopeConfig, RotaryEmbedding, apply_rotary
 
@@ -61,28 +62,15 @@ class TransformerConfig:
         return scale / (layer + 1) if self.scale_attn_by_inverse_layer_idx else scale
 
 
-def _onednn_linear_op():
-    """oneDNN's linear kernel, or None: it reads weights ~2.5x faster than MKL's sgemv on AMD CPUs."""
-    if not torch.backends.mkldnn.is_available():
-        return None
-    op = getattr(torch.ops.mkldnn, "_linear_pointwise", None)
-    return None if op is None else op.default
-
-
-_ONEDNN_LINEAR = _onednn_linear_op()
-
-
 class Linear(nn.Linear):
-    """nn.Linear that runs fp32/bf16 CPU matmuls on oneDNN when this torch build has it.
+    """nn.Linear whose fp32/bf16 CPU matmuls run on the faster of MKL and oneDNN for this CPU (kernels.py).
 
-    Under torch.compile it stays F.linear: inductor cannot lower the oneDNN op on plain
-    weights, and picks its own kernels.
+    Under torch.compile it stays F.linear: inductor picks its own kernels.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        onednn = _ONEDNN_LINEAR is not None and x.is_cpu and x.dtype in (torch.float32, torch.bfloat16)
-        if onednn and not torch.compiler.is_compiling():
-            return _ONEDNN_LINEAR(x, self.weight, self.bias, "none", [], "")
+        if x.is_cpu and x.dtype in (torch.float32, torch.bfloat16) and not torch.compiler.is_compiling():
+            return cpu_linear(x.dtype, x.numel() // x.shape[-1])(x, self.weight, self.bias)
         return F.linear(x, self.weight, self.bias)
 
 
