@@ -159,10 +159,16 @@ class Pipeline:
         kind = get_registry().input_kinds.get(self.manifest.input)
         single = not _is_many(inputs, kind)
         items = [inputs] if single else list(inputs)
-        for index, item in enumerate(items):
-            _check_input(item, kind, index)
+        self.check_inputs(items)
         results = self.run_items(items, batch_size=batch_size, **params)
         return results[0] if single else results
+
+    def check_inputs(self, items: Sequence[Any], positions: Sequence[int] | None = None) -> None:
+        """Reject an input no stage of the task's input kind can take (BadInputError "Input N ...",
+        N: its index in `items`, or `positions[i]` when the caller -- a batch job -- knows better)."""
+        kind = get_registry().input_kinds.get(self.manifest.input)
+        for index, item in enumerate(items):
+            _check_input(item, kind, index if positions is None else positions[index])
 
     def run_items(
         self,

@@ -88,3 +88,26 @@ def test_an_unparseable_line_stops_the_job_before_any_work(tmp_path: Path) -> No
     with pytest.raises(BadInputError, match=r"d\.jsonl:2: not valid JSON"):
         taskhub.run_job(write_job(tmp_path, inputs={"jsonl": "d.jsonl", "field": "text"}), quiet=True)
     assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_an_item_error_names_the_input_by_its_position_in_the_job(tmp_path: Path) -> None:
+    """With batch_size=2 the bad items (positions 3 and 4) are each the second or first of a later
+    batch; the checked input kind (a number) and a stage's own error (no sentences) both name them
+    by their position among the job's inputs, not by their index in the batch or the rerun."""
+    pairs = [{"source_sentence": f"query {n}", "sentences": [f"answer {n}", "other"]} for n in range(6)]
+    pairs[3] = {"source_sentence": "query 3", "sentences": []}
+    records = [{"id": f"r{n}", "pair": pair} for n, pair in enumerate(pairs)]
+    records[4]["pair"] = 12345
+    write_jsonl(tmp_path / "pairs.jsonl", records)
+    job = write_job(
+        tmp_path,
+        task="sentence-similarity",
+        inputs={"jsonl": "pairs.jsonl", "field": "pair", "id_field": "id"},
+        batch_size=2,
+    )
+    summary = taskhub.run_job(job, quiet=True)
+    assert (summary["done"], summary["failed"]) == (4, 2)
+    by_id = {r["id"]: r for r in read_records(tmp_path / "out.jsonl")}
+    assert by_id["r3"]["error"]["message"].startswith("Input 3: sentences must be a non-empty list of strings")
+    assert by_id["r4"]["error"]["message"].startswith("Input 4 is a int")
+    assert all(by_id[f"r{n}"]["error"] is None for n in (0, 1, 2, 5))

@@ -181,7 +181,9 @@ def test_plugin_reader_is_used_like_the_builtin_ones(tmp_path: Path) -> None:
     np.testing.assert_allclose(
         [r["output"] for r in records], reference_embeddings(["alpha is first", "beta comes next"]), atol=2e-5
     )
-    with pytest.raises(ManifestError, match="inputs: Unknown batch reader 'lines'.*Available: files, csv, documents, jsonl"):
+    with pytest.raises(
+        ManifestError, match="inputs: Unknown batch reader 'lines'.*Available: files, csv, documents, jsonl"
+    ):
         taskhub.run_job(job, quiet=True)
 
 

@@ -226,6 +226,13 @@ def test_cli_prints_failed_plugins_even_when_warnings_are_ignored(capsys):
         "import taskhub.cli as c; c.build_parser()",
         "from taskhub.cli import main; main(['tasks'])",
         "from taskhub.cli import main; main(['plugins'])",
+        "from taskhub.cli import main; main(['stages', '--json'])",
+        # every params model of every built-in stage gets imported and checked, none of them imports torch
+        "import glob; from taskhub.cli import main; "
+        "assert main(['manifest', 'validate', *glob.glob('manifests/tasks/*/*.yaml'), "
+        "*glob.glob('manifests/jobs/*.yaml')]) == 0; "
+        "assert all(f'taskhub_{p}.params' in sys.modules for p in "
+        "('text', 'vision', 'audio', 'multimodal', 'rag', 'textgen'))",
     ],
 )
 def test_cheap_commands_import_neither_torch_nor_transformers(code):

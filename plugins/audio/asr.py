@@ -16,10 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import partial
 from itertools import chain
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 
 from taskhub import StageContext
 from taskhub.errors import ParamError
@@ -28,17 +27,9 @@ from . import ctc, whisper
 from .chunking import Span, chunk_sizes, split
 from .features import Features, extract
 from .loading import AudioModel
+from .params import ChunkParams, OutputParams
 
 CHUNKS_PER_FORWARD = 16  # chunks of one batch that run through the model together
-Seconds = Annotated[float, Field(ge=0)]
-
-
-class ChunkParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    chunk_length_s: float | None = Field(None, gt=0, description="Split audio into chunks this long (seconds)")
-    stride_length_s: Seconds | tuple[Seconds, Seconds] | None = Field(
-        None, description="Overlap on each side of a chunk, seconds (default chunk_length_s / 6)"
-    )
 
 
 @dataclass
@@ -102,13 +93,6 @@ def recognize(items: list[SpeechInput], params: whisper.WhisperParams, ctx: Stag
     for (owner, span, _), chunk_ids in zip(flat, ids):
         out[owner].append(ChunkTokens(span, chunk_ids))
     return out
-
-
-class OutputParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    return_timestamps: bool | Literal["word", "char", "chunk"] = Field(
-        False, description='"word"/"char" (CTC) or True/"chunk" (per audio chunk)'
-    )
 
 
 def to_text(items: list[list[ChunkTokens]], params: OutputParams, ctx: StageContext) -> list[dict[str, Any]]:

@@ -2,27 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 
 from taskhub import StageContext
 
 from .features import Features, forward_by_shape
+from .params import LabelParams
 
 
 def classify(items: list[Features], params: BaseModel, ctx: StageContext) -> list[torch.Tensor]:
     """Model stage: [num_labels] logits per item."""
     return forward_by_shape(ctx.model.model, items, ctx.device)
-
-
-class LabelParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    top_k: int | None = Field(5, ge=1, description="Best labels to return; None = all")
-    function_to_apply: Literal["softmax", "sigmoid", "none"] | None = Field(
-        None, description="Default: from the model's problem_type, as HF does"
-    )
 
 
 def top_labels(items: list[torch.Tensor], params: LabelParams, ctx: StageContext) -> list[list[dict[str, Any]]]:

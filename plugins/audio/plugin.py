@@ -14,13 +14,13 @@ TASKHUB_REQUIRES = ("textgen",)  # plugins whose public API or stages this one u
 def register_stages(register: Callable[..., None]) -> None:
     register("audio.load", "taskhub_audio.features:load")
     register("audio.extract_features", "taskhub_audio.features:extract_features")
-    register("audio.chunk", "taskhub_audio.asr:chunk_audio", "taskhub_audio.asr:ChunkParams")
-    register("audio.recognize", "taskhub_audio.asr:recognize", "taskhub_audio.whisper:WhisperParams")
-    register("audio.transcript", "taskhub_audio.asr:to_text", "taskhub_audio.asr:OutputParams")
+    register("audio.chunk", "taskhub_audio.asr:chunk_audio", "taskhub_audio.params:ChunkParams")
+    register("audio.recognize", "taskhub_audio.asr:recognize", "taskhub_audio.params:WhisperParams")
+    register("audio.transcript", "taskhub_audio.asr:to_text", "taskhub_audio.params:OutputParams")
     register("audio.classify", "taskhub_audio.classify:classify")
-    register("audio.top_labels", "taskhub_audio.classify:top_labels", "taskhub_audio.classify:LabelParams")
+    register("audio.top_labels", "taskhub_audio.classify:top_labels", "taskhub_audio.params:LabelParams")
     register("audio.tokenize_text", "taskhub_audio.tts:tokenize")
-    register("audio.synthesize", "taskhub_audio.tts:synthesize", "taskhub_audio.tts:SpeechParams")
+    register("audio.synthesize", "taskhub_audio.tts:synthesize", "taskhub_audio.params:SpeechParams")
 
 
 @hookimpl

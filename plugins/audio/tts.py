@@ -9,10 +9,12 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 
 from taskhub import StageContext
 from taskhub.errors import BadInputError
+
+from .params import SpeechParams
 
 
 def tokenize(items: list[str], params: BaseModel, ctx: StageContext) -> list[list[int]]:
@@ -26,13 +28,6 @@ def tokenize(items: list[str], params: BaseModel, ctx: StageContext) -> list[lis
             raise BadInputError(f"Input {index} has nothing to speak ({text[:40]!r}); expected non-empty text.")
         out.append(ids)
     return out
-
-
-class SpeechParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    seed: int | None = Field(
-        None, description="Seeds VITS' stochastic duration and noise per input, so the audio is reproducible"
-    )
 
 
 def _seeded(seed: int | None, device: str) -> Any:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from pydantic import Field
 from taskhub_textgen.api import GenerationConfig, HFBackend, PromptBatch, generate, with_model_defaults
 from transformers.models.whisper.tokenization_whisper import TO_LANGUAGE_CODE
 
@@ -13,14 +12,7 @@ from taskhub.errors import ParamError
 
 from .features import Features
 from .loading import AudioModel
-
-
-class WhisperParams(GenerationConfig):
-    """textgen's decoding controls (greedy by default), plus Whisper's language and task."""
-
-    max_new_tokens: int = Field(256, ge=0, description="HF's ASR default; capped to what the decoder can hold")
-    language: str | None = Field(None, description='"en", "english" or "<|en|>"; None detects it per chunk')
-    whisper_task: Literal["transcribe", "translate"] = "transcribe"
+from .params import WhisperParams
 
 
 def language_id(generation_config: Any, language: str) -> int:

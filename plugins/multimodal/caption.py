@@ -7,7 +7,6 @@ from typing import Any
 
 import torch
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field
 from taskhub_textgen.api import Generation, GenerationConfig, cut_at_stop, finish_text, with_model_defaults
 from taskhub_vision.api import DirectPath, map_in_threads, run_processor
 
@@ -17,11 +16,7 @@ from taskhub.registry import NoParams
 
 from .decoding import generate_for_prompts, group_by
 from .loading import MultimodalModel
-
-
-class CaptionPromptParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    prompt: str | None = Field(None, description="Text the caption starts with (conditional captioning, e.g. BLIP)")
+from .params import CaptionPromptParams
 
 
 @dataclass

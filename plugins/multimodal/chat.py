@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from taskhub_textgen.api import GenerationConfig, with_model_defaults
 
 from taskhub import StageContext
@@ -14,21 +13,8 @@ from taskhub.errors import ParamError
 
 from .decoding import generate_for_prompts, group_by
 from .loading import MultimodalModel
+from .params import ChatInputParams, ChatOutputParams
 from .prompts import ChatPrompt, build_prompt, decode_images, parse
-
-
-class ChatInputParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    continue_final_message: bool | None = Field(
-        None, description="Continue the last message instead of answering it (default: when it is the assistant's)"
-    )
-
-
-class ChatOutputParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    return_full_text: bool = Field(
-        True, description="generated_text is the whole chat (or prompt + answer); False: the answer alone"
-    )
 
 
 @dataclass

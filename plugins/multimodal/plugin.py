@@ -17,14 +17,16 @@ def register_stages(register: Callable[..., None]) -> None:
     register(
         "multimodal.caption_inputs",
         "taskhub_multimodal.caption:caption_inputs",
-        "taskhub_multimodal.caption:CaptionPromptParams",
+        "taskhub_multimodal.params:CaptionPromptParams",
     )
     register("multimodal.generate_caption", "taskhub_multimodal.caption:generate_captions", GENERATION_CONFIG)
     register("multimodal.caption_output", "taskhub_multimodal.caption:caption_output")
-    register("multimodal.chat_inputs", "taskhub_multimodal.chat:chat_inputs", "taskhub_multimodal.chat:ChatInputParams")
+    register(
+        "multimodal.chat_inputs", "taskhub_multimodal.chat:chat_inputs", "taskhub_multimodal.params:ChatInputParams"
+    )
     register("multimodal.generate_chat", "taskhub_multimodal.chat:generate_chat", GENERATION_CONFIG)
     register(
-        "multimodal.chat_output", "taskhub_multimodal.chat:chat_output", "taskhub_multimodal.chat:ChatOutputParams"
+        "multimodal.chat_output", "taskhub_multimodal.chat:chat_output", "taskhub_multimodal.params:ChatOutputParams"
     )
 
 

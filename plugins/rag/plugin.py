@@ -7,22 +7,22 @@ from importlib.resources import files
 
 from taskhub.hookspecs import hookimpl
 
-from . import commands, stages
+from . import commands
 
 TASKHUB_REQUIRES = ("text", "textgen")  # embeds through the text tasks, decodes through textgen's public API
 
 
 @hookimpl
 def register_stages(register: Callable[..., None]) -> None:
-    register("rag.retrieve", stages.retrieval, stages.RetrievalParams)
-    register("rag.retrieve_passages", stages.retrieve_for_answer, stages.RetrievalParams)
-    register("rag.answer", stages.answer, stages.AnswerParams)
-    register("rag.index_documents", stages.index_documents, stages.IndexDocumentsParams)
+    register("rag.retrieve", "taskhub_rag.stages:retrieval", "taskhub_rag.params:RetrievalParams")
+    register("rag.retrieve_passages", "taskhub_rag.stages:retrieve_for_answer", "taskhub_rag.params:RetrievalParams")
+    register("rag.answer", "taskhub_rag.stages:answer", "taskhub_rag.params:AnswerParams")
+    register("rag.index_documents", "taskhub_rag.stages:index_documents", "taskhub_rag.params:IndexDocumentsParams")
 
 
 @hookimpl
 def register_batch_readers(register: Callable[..., None]) -> None:
-    register("documents", stages.read_documents)
+    register("documents", "taskhub_rag.stages:read_documents")
 
 
 @hookimpl

@@ -2,30 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 
 from taskhub import StageContext
 
 from .forward import forward_rows
+from .params import LabelParams
 from .tokenize import Encoded
 
 
 def classify(items: list[Encoded], params: BaseModel, ctx: StageContext) -> list[np.ndarray]:
     """Logits per input: [num_labels], float32."""
     return forward_rows(items, ctx, lambda out, row, _: out.logits[row].float().cpu().numpy())
-
-
-class LabelParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    top_k: int | None = Field(1, ge=1, description="How many labels to return, best first; null returns all")
-    function_to_apply: Literal["default", "softmax", "sigmoid", "none"] = Field(
-        "default",
-        description="Scores from logits; default: sigmoid for one label or multi-label models, "
-        "softmax for several labels, none for regression",
-    )
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 
 from taskhub import StageContext
 
 from .forward import pad_batch
+from .params import Pooling, PoolParams
 from .tokenize import Encoded
-
-Pooling = Literal["mean", "cls", "none"]
 
 
 @dataclass
@@ -45,14 +44,6 @@ def pool_one(hidden: torch.Tensor, pooling: Pooling) -> torch.Tensor:
     if pooling == "cls":
         return hidden[0]
     return hidden
-
-
-class PoolParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    pooling: Pooling = Field("mean", description="mean or cls: one vector per text; none: one vector per token")
-    normalize: bool | None = Field(
-        None, description="L2-normalise the vectors (default: on for pooled vectors, off for token vectors)"
-    )
 
 
 def pool(items: list[TokenStates], params: PoolParams, ctx: StageContext) -> list[Any]:

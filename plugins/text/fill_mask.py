@@ -7,12 +7,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel
 
 from taskhub import StageContext
 from taskhub.errors import BadInputError, ParamError, TaskhubError
 
 from .forward import forward_rows
+from .params import FillParams
 from .tokenize import Encoded, TokenizeParams, encode_texts
 
 
@@ -65,19 +66,6 @@ def mask_probs(items: list[Masked], params: BaseModel, ctx: StageContext) -> lis
         lambda out, row, i: out.logits[row, items[i].positions].softmax(dim=-1).float().cpu(),
     )
     return [MaskProbs(item, p) for item, p in zip(items, probs)]
-
-
-class FillParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    top_k: int = Field(5, ge=1, description="How many fillers to return per mask")
-    targets: list[str] | None = Field(
-        None, description="Score only these words (a word outside the vocabulary counts as its first token)"
-    )
-
-    @field_validator("targets", mode="before")
-    @classmethod
-    def _one_target(cls, value: Any) -> Any:
-        return [value] if isinstance(value, str) else value
 
 
 def target_ids(tokenizer: Any, targets: list[str]) -> np.ndarray:

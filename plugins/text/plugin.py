@@ -19,42 +19,38 @@ def register_stages(register: Callable[..., None]) -> None:
     register("text.tokenize", "taskhub_text.tokenize:tokenize", TokenizeParams)
     # feature-extraction
     register("text.encode", "taskhub_text.embeddings:encode")
-    register("text.pool", "taskhub_text.embeddings:pool", "taskhub_text.embeddings:PoolParams")
+    register("text.pool", "taskhub_text.embeddings:pool", "taskhub_text.params:PoolParams")
     # sentence-similarity
     register("text.similarity_inputs", "taskhub_text.similarity:similarity_inputs", TokenizeParams)
-    register("text.embed_groups", "taskhub_text.similarity:embed_groups", "taskhub_text.similarity:SimilarityParams")
+    register("text.embed_groups", "taskhub_text.similarity:embed_groups", "taskhub_text.params:SimilarityParams")
     register("text.cosine_scores", "taskhub_text.similarity:cosine_scores")
     # text-classification
     register("text.classify", "taskhub_text.classification:classify")
-    register("text.label_scores", "taskhub_text.classification:label_scores", "taskhub_text.classification:LabelParams")
+    register("text.label_scores", "taskhub_text.classification:label_scores", "taskhub_text.params:LabelParams")
     # token-classification
     register(
         "text.tokenize_words",
         "taskhub_text.token_classification:tokenize_words",
-        "taskhub_text.token_classification:WordParams",
+        "taskhub_text.params:WordParams",
     )
     register("text.token_scores", "taskhub_text.token_classification:token_scores")
     register(
         "text.group_entities",
         "taskhub_text.token_classification:group_entities",
-        "taskhub_text.token_classification:EntityParams",
+        "taskhub_text.params:EntityParams",
     )
     # zero-shot-classification
-    register("text.nli_pairs", "taskhub_text.zero_shot:nli_pairs", "taskhub_text.zero_shot:PairParams")
+    register("text.nli_pairs", "taskhub_text.zero_shot:nli_pairs", "taskhub_text.params:PairParams")
     register("text.nli_logits", "taskhub_text.zero_shot:nli_logits")
-    register(
-        "text.zero_shot_scores", "taskhub_text.zero_shot:zero_shot_scores", "taskhub_text.zero_shot:ZeroShotParams"
-    )
+    register("text.zero_shot_scores", "taskhub_text.zero_shot:zero_shot_scores", "taskhub_text.params:ZeroShotParams")
     # fill-mask
     register("text.tokenize_masked", "taskhub_text.fill_mask:tokenize_masked", TokenizeParams)
     register("text.mask_probs", "taskhub_text.fill_mask:mask_probs")
-    register("text.fill_candidates", "taskhub_text.fill_mask:fill_candidates", "taskhub_text.fill_mask:FillParams")
+    register("text.fill_candidates", "taskhub_text.fill_mask:fill_candidates", "taskhub_text.params:FillParams")
     # question-answering
-    register("text.qa_spans", "taskhub_text.question_answering:qa_spans", "taskhub_text.question_answering:SpanParams")
+    register("text.qa_spans", "taskhub_text.question_answering:qa_spans", "taskhub_text.params:SpanParams")
     register("text.qa_logits", "taskhub_text.question_answering:qa_logits")
-    register(
-        "text.qa_answers", "taskhub_text.question_answering:qa_answers", "taskhub_text.question_answering:AnswerParams"
-    )
+    register("text.qa_answers", "taskhub_text.question_answering:qa_answers", "taskhub_text.params:AnswerParams")
 
 
 @hookimpl

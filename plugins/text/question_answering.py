@@ -12,25 +12,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 
 from taskhub import StageContext
 from taskhub.errors import BadInputError, ParamError, TaskhubError
 
 from .forward import ROWS_PER_FORWARD, forward_rows, groups_of
+from .params import AnswerParams, SpanParams
 from .tokenize import Encoded, describe, model_extras
-
-
-class SpanParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    max_seq_len: int | None = Field(
-        None, ge=1, description="Tokens per span, question included (default: min(model limit, 384))"
-    )
-    doc_stride: int | None = Field(
-        None,
-        ge=0,
-        description="Tokens of overlap between spans of a long context (default: min(max_seq_len // 2, 128))",
-    )
 
 
 @dataclass
@@ -127,14 +116,6 @@ def qa_logits(items: list[QASpans], params: BaseModel, ctx: StageContext) -> lis
 
     grouped = groups_of([len(item.rows) for item in items], forward_rows(rows, ctx, pick, ROWS_PER_FORWARD))
     return [SpanLogits(item, [s for s, _ in g], [e for _, e in g]) for item, g in zip(items, grouped)]
-
-
-class AnswerParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    top_k: int = Field(1, ge=1, description="How many answers to return, best first")
-    max_answer_len: int = Field(15, ge=1, description="Longest answer considered, in tokens")
-    handle_impossible_answer: bool = Field(False, description="Allow the empty answer (start=end=0)")
-    align_to_words: bool = Field(True, description="Widen answers to whole words (for space-separated languages)")
 
 
 def decode_spans(

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 
 from taskhub import StageContext
 from taskhub.errors import BadInputError
 
 from .embeddings import embed
 from .forward import groups_of
+from .params import SimilarityParams
 from .tokenize import Encoded, TokenizeParams, describe, encode_texts
 
 EXPECTED = '{"source_sentence": str, "sentences": [str, ...]}'
@@ -53,11 +54,6 @@ def similarity_inputs(items: list[Any], params: TokenizeParams, ctx: StageContex
     texts = [check_group(item, index) for index, item in enumerate(items)]
     flat = encode_texts([t for group in texts for t in group], ctx.model, params.max_length)
     return [SentenceGroup(rows) for rows in groups_of([len(group) for group in texts], flat)]
-
-
-class SimilarityParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    pooling: Literal["mean", "cls"] = Field("mean", description="How token vectors become one sentence vector")
 
 
 def embed_groups(items: list[SentenceGroup], params: SimilarityParams, ctx: StageContext) -> list[torch.Tensor]:

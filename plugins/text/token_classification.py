@@ -7,27 +7,18 @@ average, max), so results are the same for the same model.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 
 from taskhub import StageContext
 from taskhub.errors import ParamError, TaskhubError
 
 from .classification import softmax
 from .forward import ROWS_PER_FORWARD, forward_rows, groups_of
+from .params import EntityParams, WordParams
 from .tokenize import Encoded, check_texts, model_extras
-
-
-class WordParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    stride: int | None = Field(
-        None,
-        ge=0,
-        description="Tokens of overlap between chunks of a text longer than the model's context; "
-        "unset: long texts are truncated",
-    )
 
 
 @dataclass
@@ -90,14 +81,6 @@ def token_scores(items: list[TokenChunks], params: BaseModel, ctx: StageContext)
     )
     grouped = groups_of([len(item.rows) for item in items], [softmax(x) for x in logits])
     return [TokenScores(item, scores) for item, scores in zip(items, grouped)]
-
-
-class EntityParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    aggregation_strategy: Literal["none", "simple", "first", "average", "max"] = Field(
-        "none", description="How tokens fuse into entities, as in transformers"
-    )
-    ignore_labels: list[str] = Field(default_factory=lambda: ["O"], description="Labels left out of the result")
 
 
 def group_entities(items: list[TokenScores], params: EntityParams, ctx: StageContext) -> list[list[dict[str, Any]]]:

@@ -6,28 +6,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel
 
 from taskhub import StageContext
 from taskhub.errors import BadInputError, TaskhubError
 
 from .forward import ROWS_PER_FORWARD, forward_rows, groups_of
+from .params import PairParams, ZeroShotParams
 from .tokenize import Encoded, check_texts, model_extras
-
-
-class PairParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    candidate_labels: list[str] = Field(
-        default_factory=list, description="Labels to choose from: a list, or one string of comma-separated labels"
-    )
-    hypothesis_template: str = Field("This example is {}.", description="Turns a label into an NLI hypothesis")
-
-    @field_validator("candidate_labels", mode="before")
-    @classmethod
-    def _split_labels(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return [label.strip() for label in value.split(",") if label.strip()]
-        return value
 
 
 @dataclass
@@ -83,13 +69,6 @@ def nli_logits(items: list[LabelPairs], params: BaseModel, ctx: StageContext) ->
     logits = forward_rows(rows, ctx, lambda out, row, _: out.logits[row].float().cpu().numpy(), ROWS_PER_FORWARD)
     grouped = groups_of([len(item.rows) for item in items], logits)
     return [PairLogits(item, np.stack(group)) for item, group in zip(items, grouped)]
-
-
-class ZeroShotParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    multi_label: bool = Field(
-        False, description="Score each label on its own (entailment vs contradiction) instead of across labels"
-    )
 
 
 def entailment_id(config: Any) -> int:

@@ -6,16 +6,47 @@ names; everything else in taskhub_textgen is private and may change.
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from .backend import LogitsBackend, PromptBatch
+# Torch-free, imported now: other plugins' params models build on GenerationConfig, and registering
+# or validating them must not import torch.
 from .config import GenerationConfig, with_model_defaults
-from .engine.engine import Engine, EngineStats
-from .engine.request import RequestCancelled, RequestHandle
-from .generate import generate, stream
-from .generation import Generation, finish_text
-from .hf_backend import ExtraInputs, HFBackend
-from .stopping import cut_at_stop
+
+if TYPE_CHECKING:
+    from .backend import LogitsBackend, PromptBatch
+    from .engine.engine import Engine, EngineStats
+    from .engine.request import RequestCancelled, RequestHandle
+    from .generate import generate, stream
+    from .generation import Generation, finish_text
+    from .hf_backend import ExtraInputs, HFBackend
+    from .stopping import cut_at_stop
+
+# The rest import torch: each is imported from its module when first used (PEP 562).
+_LAZY = {
+    "LogitsBackend": ".backend",
+    "PromptBatch": ".backend",
+    "Engine": ".engine.engine",
+    "EngineStats": ".engine.engine",
+    "RequestCancelled": ".engine.request",
+    "RequestHandle": ".engine.request",
+    "generate": ".generate",
+    "stream": ".generate",
+    "Generation": ".generation",
+    "finish_text": ".generation",
+    "ExtraInputs": ".hf_backend",
+    "HFBackend": ".hf_backend",
+    "cut_at_stop": ".stopping",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __package__), name)
+    globals()[name] = value
+    return value
 
 
 def model_engine(loaded: Any) -> Engine | None:

@@ -15,27 +15,27 @@ TASKHUB_REQUIRES = ("text",)  # plugins whose public API or stages this one uses
 @hookimpl
 def register_stages(register: Callable[..., None]) -> None:
     # text-generation
-    register("textgen.prepare_prompt", "taskhub_textgen.prompts:prepare_prompt", "taskhub_textgen.prompts:PromptParams")
-    register("textgen.generate", "taskhub_textgen.stages:generate_text", "taskhub_textgen.stages:TextGenerationParams")
-    register("textgen.text_output", "taskhub_textgen.stages:text_output", "taskhub_textgen.stages:TextOutputParams")
+    register("textgen.prepare_prompt", "taskhub_textgen.prompts:prepare_prompt", "taskhub_textgen.params:PromptParams")
+    register("textgen.generate", "taskhub_textgen.stages:generate_text", "taskhub_textgen.params:TextGenerationParams")
+    register("textgen.text_output", "taskhub_textgen.stages:text_output", "taskhub_textgen.params:TextOutputParams")
     # text2text-generation, translation
-    register("textgen.source_inputs", "taskhub_textgen.seq2seq:source_inputs", "taskhub_textgen.seq2seq:SourceParams")
+    register("textgen.source_inputs", "taskhub_textgen.seq2seq:source_inputs", "taskhub_textgen.params:SourceParams")
     register(
         "textgen.translation_inputs",
         "taskhub_textgen.seq2seq:translation_inputs",
-        "taskhub_textgen.seq2seq:TranslationParams",
+        "taskhub_textgen.params:TranslationParams",
     )
     register("textgen.generate_seq2seq", "taskhub_textgen.seq2seq:generate_seq2seq", GenerationConfig)
-    register("textgen.generated_text", "taskhub_textgen.seq2seq:generated_text", "taskhub_textgen.seq2seq:OutputParams")
+    register("textgen.generated_text", "taskhub_textgen.seq2seq:generated_text", "taskhub_textgen.params:OutputParams")
     register(
-        "textgen.translation_text", "taskhub_textgen.seq2seq:translation_text", "taskhub_textgen.seq2seq:OutputParams"
+        "textgen.translation_text", "taskhub_textgen.seq2seq:translation_text", "taskhub_textgen.params:OutputParams"
     )
     # summarization
     register(
-        "textgen.summary_inputs", "taskhub_textgen.summarize:summary_inputs", "taskhub_textgen.seq2seq:SourceParams"
+        "textgen.summary_inputs", "taskhub_textgen.summarize:summary_inputs", "taskhub_textgen.params:SourceParams"
     )
-    register("textgen.summarize", "taskhub_textgen.summarize:summarize", "taskhub_textgen.summarize:SummarizeParams")
-    register("textgen.summary_text", "taskhub_textgen.seq2seq:summary_text", "taskhub_textgen.seq2seq:OutputParams")
+    register("textgen.summarize", "taskhub_textgen.summarize:summarize", "taskhub_textgen.params:SummarizeParams")
+    register("textgen.summary_text", "taskhub_textgen.seq2seq:summary_text", "taskhub_textgen.params:OutputParams")
 
 
 def is_conversation(value: object) -> bool:

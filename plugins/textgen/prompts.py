@@ -5,28 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from taskhub import StageContext
 from taskhub.errors import BadInputError
 
 from .loading import TextGenModel
+from .params import PromptParams
 
 EXPECTED = 'a string, a list of {"role", "content"} messages, or {"messages": [...]} / {"text": str}'
-
-
-class PromptParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    prefix: str = Field("", description="Text put before every string prompt (not before chat messages)")
-    add_special_tokens: bool | None = Field(
-        None, description="Tokenizer's BOS/EOS around string prompts (default: the tokenizer's)"
-    )
-    continue_final_message: bool = Field(
-        False, description="Chat: continue the last message instead of starting an assistant reply"
-    )
-    response_format_field: str | None = Field(
-        None, description='Field of a {"text"} / {"messages"} input that holds its own response_format'
-    )
 
 
 @dataclass

@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 
 from taskhub import StageContext
 from taskhub.errors import BadInputError, ParamError
@@ -16,6 +15,7 @@ from .config import GenerationConfig, check_new_tokens
 from .generate import generate
 from .generation import Generation
 from .loading import TextGenModel
+from .params import OutputParams, SourceParams, TranslationParams
 from .stages import record, request_config
 
 LANGUAGES = {
@@ -37,20 +37,6 @@ class Source:
         return len(self.ids)
 
     sort_length = property(__len__)  # the explicit key the core sorts batches by
-
-
-class SourceParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    prefix: str | None = Field(
-        None, description="Text put before every input (default: the model's task prefix, e.g. T5's)"
-    )
-
-
-class TranslationParams(SourceParams):
-    src_lang: str | None = Field(
-        None, description="Source language code (en); also from the task name translation_en_to_de"
-    )
-    tgt_lang: str | None = Field(None, description="Target language code (de)")
 
 
 def seq2seq_model(ctx: StageContext) -> TextGenModel:
@@ -160,13 +146,6 @@ def generate_seq2seq(items: list[Source], params: GenerationConfig, ctx: StageCo
     config = request_config(params, model, 1, items[0].defaults)
     check_new_tokens(config.max_new_tokens, model.context)  # the decoder's positions: start token + new tokens
     return generate(model.make_backend(), batch, config, model.tokenizer)
-
-
-class OutputParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    return_metrics: bool = Field(
-        False, description="Add prompt_tokens, generated_tokens, ttft_s, tpot_s, tokens_per_s, ..."
-    )
 
 
 def output_as(key: str) -> Any:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any
 
 from taskhub import StageContext
 from taskhub.errors import ParamError
@@ -17,17 +15,8 @@ from .engine.request import RequestHandle
 from .generate import RowStream, generate, stream
 from .generation import Generation
 from .loading import TextGenModel, generation_memory_budget
+from .params import TextGenerationParams, TextOutputParams
 from .prompts import Prompt
-
-
-class TextGenerationParams(GenerationConfig):
-    """Every decoding control, plus streaming."""
-
-    stream: bool = Field(False, description="Return an iterator of text deltas per input instead of the result")
-    truncation: Literal["left"] | None = Field(
-        None,
-        description="A prompt + max_new_tokens beyond the model's context is an error; \"left\" keeps the prompt's end",
-    )
 
 
 @dataclass
@@ -122,14 +111,6 @@ def _generate_per_format(items: list[Prompt], params: TextGenerationParams, ctx:
         for i, completion in zip(indices, generate_text(group, group_params, ctx)):
             out[i] = completion
     return out
-
-
-class TextOutputParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    return_full_text: bool = Field(True, description="Prompt + generated text (chat: the messages + the reply)")
-    return_metrics: bool = Field(
-        False, description="Add prompt_tokens, generated_tokens, ttft_s, tpot_s, tokens_per_s, ..."
-    )
 
 
 def record(

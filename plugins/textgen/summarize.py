@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import Field, model_validator
 from taskhub_text.api import TextModel, embed, encode_texts, load_text_model
 
 from taskhub import StageContext
@@ -19,10 +18,10 @@ from taskhub.models import ModelSource
 from .config import GenerationConfig
 from .generation import Generation
 from .loading import TextGenModel, load_generative_lm
+from .params import DEFAULT_SENTENCES, SummarizeParams
 from .seq2seq import Source, SourceParams, check_texts, generate_seq2seq, source_inputs
 
 SENTENCE_BREAK = re.compile(r"(?<=[.!?。！？])\s+|\s*\n\s*")
-DEFAULT_SENTENCES = 3
 
 
 def load_summarizer(source: ModelSource) -> TextGenModel | TextModel:
@@ -64,21 +63,6 @@ def summary_inputs(items: list[Any], params: SourceParams, ctx: StageContext) ->
         return source_inputs(items, params, ctx)
     check_texts(items)
     return [Document(split_sentences(text)) for text in items]
-
-
-class SummarizeParams(GenerationConfig):
-    """Decoding controls (abstractive) and how much to keep (extractive)."""
-
-    num_sentences: int | None = Field(
-        None, ge=1, description=f"Extractive: sentences kept (default {DEFAULT_SENTENCES})"
-    )
-    ratio: float | None = Field(None, gt=0.0, le=1.0, description="Extractive: fraction of the sentences kept")
-
-    @model_validator(mode="after")
-    def _one_size(self) -> SummarizeParams:
-        if self.num_sentences is not None and self.ratio is not None:
-            raise ValueError("give num_sentences or ratio, not both")
-        return self
 
 
 def centrality(vectors: torch.Tensor, damping: float = 0.85, iterations: int = 200, tol: float = 1e-8) -> torch.Tensor:

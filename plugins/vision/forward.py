@@ -6,7 +6,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from transformers.utils import ModelOutput
 
 from taskhub import StageContext
@@ -14,6 +13,7 @@ from taskhub.errors import ParamError
 from taskhub.registry import NoParams
 
 from .loading import VisionModel
+from .params import ZeroShotParams
 from .preprocess import PixelInputs
 
 
@@ -79,12 +79,6 @@ def forward(items: list[PixelInputs], params: NoParams, ctx: StageContext) -> li
         for index, output in zip(group, split_output(ctx.model.runner(**inputs), len(group))):
             results[index] = ImageOutput(output, items[index].size)
     return results  # type: ignore[return-value]
-
-
-class ZeroShotParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    candidate_labels: list[str] | None = Field(None, description="Labels to score the image against (required)")
-    hypothesis_template: str = Field("This is a photo of {}.", description="Text per label; {} is the label")
 
 
 @dataclass

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field
 
 from taskhub import StageContext
 from taskhub.errors import ParamError
@@ -16,10 +15,7 @@ from taskhub.registry import NoParams
 from .encoding import image_to_png_uri, mask_to_rle
 from .forward import ImageOutput, LabelLogits
 from .loading import VisionModel
-
-
-class _Params(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+from .params import ClassificationParams, DepthParams, DetectionParams, FeatureParams, SegmentationParams
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -29,13 +25,6 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 
 def _sigmoid(logits: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-logits))
-
-
-class ClassificationParams(_Params):
-    top_k: int = Field(5, ge=1, description="How many labels to return (at most the model's number of labels)")
-    function_to_apply: Literal["softmax", "sigmoid", "none"] | None = Field(
-        None, description="Scores from logits; default as HF: sigmoid for one or multi-label, else softmax"
-    )
 
 
 def _score_function(config: Any, requested: str | None) -> str:
@@ -68,10 +57,6 @@ def classification_output(items: list[ImageOutput], params: ClassificationParams
     return results
 
 
-class DetectionParams(_Params):
-    threshold: float = Field(0.5, ge=0.0, le=1.0, description="Keep detections scoring above this")
-
-
 def detection_output(items: list[ImageOutput], params: DetectionParams, ctx: StageContext) -> list[Any]:
     """Stage `vision.detection_output`: [{"score", "label", "box": {xmin, ymin, xmax, ymax}}] in pixels."""
     vision: VisionModel = ctx.model
@@ -91,18 +76,6 @@ def detection_output(items: list[ImageOutput], params: DetectionParams, ctx: Sta
 def _box(box: torch.Tensor) -> dict[str, int]:
     xmin, ymin, xmax, ymax = box.int().tolist()
     return {"xmin": xmin, "ymin": ymin, "xmax": xmax, "ymax": ymax}
-
-
-class SegmentationParams(_Params):
-    subtask: Literal["panoptic", "instance", "semantic"] | None = Field(
-        None, description="Default: the first the model supports of panoptic, instance, semantic"
-    )
-    threshold: float = Field(0.9, ge=0.0, le=1.0, description="Drop predicted masks scoring below this")
-    mask_threshold: float = Field(0.5, ge=0.0, le=1.0, description="Mask probability that counts as inside")
-    overlap_mask_area_threshold: float = Field(0.5, ge=0.0, le=1.0, description="Drop small disconnected segments")
-    mask_format: Literal["rle", "pil"] = Field(
-        "rle", description="rle: COCO run-length dict (JSON-ready); pil: mode L 0/255 PIL image as HF returns"
-    )
 
 
 def segmentation_output(items: list[ImageOutput], params: SegmentationParams, ctx: StageContext) -> list[Any]:
@@ -149,15 +122,6 @@ def _pil_mask(mask: np.ndarray) -> Image.Image:
     return Image.fromarray(mask.astype(np.uint8) * 255)
 
 
-class DepthParams(_Params):
-    depth_format: Literal["png", "pil"] = Field(
-        "png", description="png: the 8-bit depth image as a PNG data URI (JSON-ready); pil: a PIL image as HF returns"
-    )
-    depth_values: Literal["summary", "list"] = Field(
-        "summary", description="predicted_depth as {shape, min, max, mean} or as the full [H][W] nested list"
-    )
-
-
 def depth_output(items: list[ImageOutput], params: DepthParams, ctx: StageContext) -> list[Any]:
     """Stage `vision.depth_output`: {"predicted_depth": summary or [H][W], "depth": 8-bit image}."""
     processor = ctx.model.processor
@@ -181,10 +145,6 @@ def depth_output(items: list[ImageOutput], params: DepthParams, ctx: StageContex
             {"predicted_depth": predicted, "depth": image_to_png_uri(image) if params.depth_format == "png" else image}
         )
     return results
-
-
-class FeatureParams(_Params):
-    pool: bool = Field(False, description="Return the model's pooled output instead of every token's hidden state")
 
 
 def feature_output(items: list[ImageOutput], params: FeatureParams, ctx: StageContext) -> list[Any]:

@@ -15,22 +15,22 @@ def register_stages(register: Callable[..., None]) -> None:
     register("vision.load_image", "taskhub_vision.images:load_images")
     register("vision.preprocess", "taskhub_vision.preprocess:preprocess")
     register("vision.forward", "taskhub_vision.forward:forward")
-    register("vision.zero_shot", "taskhub_vision.forward:zero_shot", "taskhub_vision.forward:ZeroShotParams")
+    register("vision.zero_shot", "taskhub_vision.forward:zero_shot", "taskhub_vision.params:ZeroShotParams")
     register(
         "vision.classification_output",
         "taskhub_vision.outputs:classification_output",
-        "taskhub_vision.outputs:ClassificationParams",
+        "taskhub_vision.params:ClassificationParams",
     )
     register(
-        "vision.detection_output", "taskhub_vision.outputs:detection_output", "taskhub_vision.outputs:DetectionParams"
+        "vision.detection_output", "taskhub_vision.outputs:detection_output", "taskhub_vision.params:DetectionParams"
     )
     register(
         "vision.segmentation_output",
         "taskhub_vision.outputs:segmentation_output",
-        "taskhub_vision.outputs:SegmentationParams",
+        "taskhub_vision.params:SegmentationParams",
     )
-    register("vision.depth_output", "taskhub_vision.outputs:depth_output", "taskhub_vision.outputs:DepthParams")
-    register("vision.feature_output", "taskhub_vision.outputs:feature_output", "taskhub_vision.outputs:FeatureParams")
+    register("vision.depth_output", "taskhub_vision.outputs:depth_output", "taskhub_vision.params:DepthParams")
+    register("vision.feature_output", "taskhub_vision.outputs:feature_output", "taskhub_vision.params:FeatureParams")
     register("vision.zero_shot_output", "taskhub_vision.outputs:zero_shot_output")
 
 

@@ -8,7 +8,7 @@ import sys
 import time
 from array import array
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -259,7 +259,7 @@ def _run(
     if executor == "local" and workers > 1:
         log.say(f"{job.job}: the local executor runs one pipeline; workers={workers} applies to --executor ray")
     log.say(f"{job.job}: {total} inputs, {skipped} already in {plan.output}, {to_run} to run ({executor})")
-    todo = islice((item for item in _items(plan) if item.key not in done), to_run)
+    todo = islice((replace(item, position=n) for n, item in enumerate(_items(plan)) if item.key not in done), to_run)
     start = time.monotonic()
     try:
         if executor == "ray":

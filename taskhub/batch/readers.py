@@ -26,6 +26,7 @@ class Item:
     value: Any = None  # a file path (when is_path) or the record's input value (JSON-ready)
     is_path: bool = False  # value names a file, read according to the task's input kind
     problem: str | None = None  # why the item cannot be used: it fails with this message
+    position: int | None = None  # index in the job's inputs, set by the job: errors say "Input <position>"
 
     @property
     def key(self) -> str:

@@ -79,10 +79,17 @@ def _storable(item_id: str | int) -> str | int:
     return item_id if isinstance(item_id, int) else record_key(item_id)
 
 
+def _run(pipe: Pipeline, values: list[Any], positions: list[int]) -> list[Any]:
+    """The pipeline's results for `values`; an error names an input by its position in the job."""
+    pipe.check_inputs(values, positions)
+    return pipe.run_items(values, positions=positions)
+
+
 def run_batch(pipe: Pipeline, spec: WorkSpec, items: list[Item]) -> list[dict[str, Any]]:
     """One record per item, in order. If the batch raises, its items rerun one by one so only
     the bad ones fail; each failure is recorded as {"type", "message"}."""
     start = time.perf_counter()
+    places = [i if item.position is None else item.position for i, item in enumerate(items)]
     inputs: dict[int, Any] = {}
     errors: dict[int, dict[str, str]] = {}
     seconds: dict[int, float] = {}
@@ -95,12 +102,12 @@ def run_batch(pipe: Pipeline, spec: WorkSpec, items: list[Item]) -> list[dict[st
     outputs: dict[int, Any] = {}
     if inputs:
         try:
-            outputs = dict(zip(inputs, pipe(list(inputs.values()))))
+            outputs = dict(zip(inputs, _run(pipe, list(inputs.values()), [places[i] for i in inputs])))
         except Exception:
             for i, value in inputs.items():
                 alone = time.perf_counter()
                 try:
-                    outputs[i] = pipe([value])[0]
+                    outputs[i] = _run(pipe, [value], [places[i]])[0]
                 except Exception as exc:
                     errors[i] = _error(exc)
                 seconds[i] = time.perf_counter() - alone
