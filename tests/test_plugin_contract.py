@@ -159,10 +159,14 @@ def test_readme_plugin_snippet_runs_as_written(tmp_path, monkeypatch):
 
     for name in [m for m in sys.modules if m.startswith("taskhub_keywords")]:
         monkeypatch.delitem(sys.modules, name)
-    module = importlib.import_module("taskhub_keywords.plugin")
-    text = "a quick experiment with longer words"
-    with installed(module, "readme-keywords"):
-        got = taskhub.run_task("keyword-extraction", text, top_n=2)
+    try:
+        module = importlib.import_module("taskhub_keywords.plugin")
+        text = "a quick experiment with longer words"
+        with installed(module, "readme-keywords"):
+            got = taskhub.run_task("keyword-extraction", text, top_n=2)
+    finally:  # the snippet's package must not shadow the installed example plugin in later tests
+        for name in [m for m in sys.modules if m.startswith("taskhub_keywords")]:
+            del sys.modules[name]
     assert sorted(got, key=len, reverse=True) == sorted(text.split(), key=len, reverse=True)[:2]
 
 

@@ -77,5 +77,5 @@ def test_example_plugin_through_cli(installed_example):
         "module": "taskhub_keywords.plugin",
         "ok": True,
         "error": None,
-        "requires": [],
+        "requires": ["text"],
     } in json.loads(listing.stdout)
