@@ -210,3 +210,38 @@ def test_requests_the_engine_cannot_serve_are_refused(models):
     with pytest.raises(BadInputError, match="tokenizer"):
         engine.submit("text without a tokenizer", GenerationConfig(max_new_tokens=4))
     assert engine.stats().waiting == 0
+
+
+def test_requests_with_different_output_formats_share_steps_and_equal_solo_runs(models, tokenizer):
+    """Structured output per request in the engine: a JSON schema, a regex, choices and a plain request
+    run in the same steps, each token-identical to its solo static run and each output valid."""
+    import json
+    import re
+
+    import jsonschema
+
+    model = models["llama"]
+    schema = {
+        "type": "object",
+        "properties": {"ok": {"type": "boolean"}},
+        "required": ["ok"],
+        "additionalProperties": False,
+    }
+    formats = [
+        {"response_format": {"type": "json_schema", "json_schema": {"name": "ok", "schema": schema}}},
+        {"regex": r"[a-c]{3}-[0-9]{2}"},
+        {"choices": ["positive", "negative"]},
+        {},
+    ]
+    configs = [GenerationConfig(max_new_tokens=40, eos_token_id=[EOS], **fmt) for fmt in formats]
+    prompts = [tokenizer(text)["input_ids"] for text in ("Give a number:", "Code:", "Mood:", "Once upon")]
+    engine = Engine(model, tokenizer, block_size=4, background=False)
+    handles = [engine.submit(p, c) for p, c in zip(prompts, configs)]
+    got = [h.result()[0] for h in handles]
+    assert engine.stats().steps < sum(len(g.token_ids) for g in got)  # the requests shared steps
+    for prompt, config, generation in zip(prompts, configs, got):
+        assert generation.token_ids == solo(model, tokenizer, prompt, config)[0].token_ids
+    assert [g.finish_reason for g in got[:3]] == ["eos", "eos", "eos"], [g.text for g in got]
+    jsonschema.validate(json.loads(got[0].text), schema)
+    assert re.fullmatch(r"[a-c]{3}-[0-9]{2}", got[1].text)
+    assert got[2].text in ("positive", "negative")

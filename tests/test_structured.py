@@ -318,3 +318,23 @@ def test_grammar_constraint_interface_for_the_engine(decoding_models):
     assert branch.is_complete() and branch.is_accepting() and branch.allowed(vocab)[EOS]
     assert start.allowed(vocab).equal(allowed)  # the fork left the original where it was
     assert not start.advance(tokenizer.convert_tokens_to_ids("x")) and start.error  # a token the grammar forbids
+
+
+@pytest.mark.parametrize("task", ["text2text-generation", "summarization"])
+def test_encoder_decoder_tasks_return_parsed_values(decoding_model_dirs, task):
+    """Every task that decodes through textgen shapes structured results the same way."""
+    schema = {
+        "type": "object",
+        "properties": {"ok": {"type": "boolean"}},
+        "required": ["ok"],
+        "additionalProperties": False,
+    }
+    fmt = {"type": "json_schema", "json_schema": {"name": "ok", "schema": schema}}
+    text = "Summaries keep the important sentences of a long document."
+    (out,) = run_task(task, text, model=str(decoding_model_dirs["bart"]), response_format=fmt, max_new_tokens=24)
+    key = "generated_text" if task == "text2text-generation" else "summary_text"
+    assert out["finish_reason"] == "eos", out
+    assert json.loads(out[key]) == out["parsed"]
+    jsonschema.validate(out["parsed"], schema)
+    (choice,) = run_task(task, text, model=str(decoding_model_dirs["bart"]), choices=["yes", "no"], max_new_tokens=8)
+    assert choice[key] in ("yes", "no") and "parsed" not in choice

@@ -26,6 +26,7 @@ class Generation:
     logprobs: list[dict] | None = None  # per token: token_id, logprob, top_logprobs
     score: float | None = None  # beam search: length-penalised sum of log-probabilities
     metrics: dict = field(default_factory=dict)
+    output_format: Any = None  # the constrain.OutputFormat it was decoded under (results gain parsed / error)
 
 
 def make_generator(seed: int | None, device: torch.device) -> torch.Generator | None:

@@ -12,6 +12,7 @@ from taskhub.errors import BadInputError, ParamError
 
 from .backend import PromptBatch
 from .config import GenerationConfig, check_new_tokens
+from .constrain import output_format
 from .generate import generate
 from .generation import Generation
 from .loading import TextGenModel
@@ -145,7 +146,12 @@ def generate_seq2seq(items: list[Source], params: GenerationConfig, ctx: StageCo
     batch = encoder_batch(model, items)
     config = request_config(params, model, 1, items[0].defaults)
     check_new_tokens(config.max_new_tokens, model.context)  # the decoder's positions: start token + new tokens
-    return generate(model.make_backend(), batch, config, model.tokenizer)
+    results = generate(model.make_backend(), batch, config, model.tokenizer)
+    fmt = output_format(config)
+    for gens in results:
+        for generation in gens:
+            generation.output_format = fmt
+    return results
 
 
 def output_as(key: str) -> Any:

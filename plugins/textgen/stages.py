@@ -119,6 +119,7 @@ def record(
     """One result dict: {key: text}, with structured output finish_reason, parsed (JSON) and error,
     logprobs when asked for, metrics when asked for."""
     out: dict[str, Any] = {key: text}
+    fmt = fmt if fmt is not None else generation.output_format
     if fmt is not None:
         out["finish_reason"] = generation.finish_reason
         out.update(fmt.shape(generation.text or "", generation.finish_reason))
