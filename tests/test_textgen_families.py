@@ -14,7 +14,7 @@ from taskhub_textgen.config import GenerationConfig
 from taskhub_textgen.generate import generate
 from taskhub_textgen.model import Transformer
 from taskhub_textgen.native_backend import NativeBackend, is_supported, positions_from_mask
-from test_textgen_model import full_logits, greedy, hf_model, left_padded
+from test_textgen_model import assert_cached_decoding_matches_full_forward, full_logits, greedy, hf_model, left_padded
 
 FAMILIES = ["gemma2", "gemma3", "gemma3_multimodal", "phi3_longrope", "phi3_window"]
 NEW_TOKENS = 64
@@ -39,16 +39,7 @@ def test_logits_match_transformers(family_checkpoints, kind):
 
 @pytest.mark.parametrize("kind", FAMILIES)
 def test_cached_decoding_matches_full_forward(family_checkpoints, kind):
-    model = load_transformer(family_checkpoints[kind], dtype=torch.float32)
-    backend = NativeBackend(model)
-    ids, mask = left_padded([4, 9, 13], seed=1)
-    extra = torch.randint(4, 300, (3, 14), generator=torch.Generator().manual_seed(2))
-    full = full_logits(model, torch.cat([ids, extra], 1), torch.cat([mask, torch.ones_like(extra)], 1))
-    T = ids.shape[1]
-    steps = [backend.prefill(PromptBatch(ids, mask), extra.shape[1])]
-    steps += [backend.decode(extra[:, i]) for i in range(extra.shape[1] - 1)]
-    for i, logits in enumerate(steps):
-        torch.testing.assert_close(logits, full[:, T - 1 + i], atol=1e-4, rtol=0)
+    assert_cached_decoding_matches_full_forward(load_transformer(family_checkpoints[kind], dtype=torch.float32))
 
 
 @pytest.mark.parametrize("kind", FAMILIES)

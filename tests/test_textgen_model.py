@@ -62,6 +62,19 @@ def full_logits(model: Transformer, ids: torch.Tensor, mask: torch.Tensor) -> to
         return model(ids, positions_from_mask(mask), mask.bool(), cache, all_logits=True)
 
 
+def assert_cached_decoding_matches_full_forward(model: Transformer) -> None:
+    """Prefill then one token at a time through the KV cache gives the logits of one full forward."""
+    backend = NativeBackend(model)
+    ids, mask = left_padded([4, 9, 13], seed=1)
+    extra = torch.randint(4, 300, (3, 14), generator=torch.Generator().manual_seed(2))
+    full = full_logits(model, torch.cat([ids, extra], 1), torch.cat([mask, torch.ones_like(extra)], 1))
+    T = ids.shape[1]
+    steps = [backend.prefill(PromptBatch(ids, mask), extra.shape[1])]
+    steps += [backend.decode(extra[:, i]) for i in range(extra.shape[1] - 1)]
+    for i, logits in enumerate(steps):
+        torch.testing.assert_close(logits, full[:, T - 1 + i], atol=1e-4, rtol=0)
+
+
 def greedy(backend: NativeBackend, ids: torch.Tensor, mask: torch.Tensor, steps: int) -> torch.Tensor:
     """Plain argmax loop over the backend, EOS banned (as min_new_tokens does): [B, steps]."""
     logits = backend.prefill(PromptBatch(ids, mask), steps)
@@ -89,16 +102,7 @@ def test_logits_match_transformers(textgen_checkpoints, kind):
 
 @pytest.mark.parametrize("kind", FP32_KINDS)
 def test_cached_decoding_matches_full_forward(textgen_checkpoints, kind):
-    model = load_transformer(textgen_checkpoints[kind], dtype=torch.float32)
-    backend = NativeBackend(model)
-    ids, mask = left_padded([4, 9, 13], seed=1)
-    extra = torch.randint(4, 300, (3, 14), generator=torch.Generator().manual_seed(2))
-    full = full_logits(model, torch.cat([ids, extra], 1), torch.cat([mask, torch.ones_like(extra)], 1))
-    T = ids.shape[1]
-    steps = [backend.prefill(PromptBatch(ids, mask), extra.shape[1])]
-    steps += [backend.decode(extra[:, i]) for i in range(extra.shape[1] - 1)]
-    for i, logits in enumerate(steps):
-        torch.testing.assert_close(logits, full[:, T - 1 + i], atol=1e-4, rtol=0)
+    assert_cached_decoding_matches_full_forward(load_transformer(textgen_checkpoints[kind], dtype=torch.float32))
 
 
 @pytest.mark.parametrize("kind", [k for k in FP32_KINDS if k != "llama_sharded"])  # same weights as llama
