@@ -70,25 +70,21 @@ def load_vision_model(source: ModelSource) -> VisionModel:
     head = source.options.get("head", "base")
     if head not in HEADS:
         raise ModelNotAvailableError(f"Unknown vision model head {head!r}; expected one of {', '.join(HEADS)}")
-    remote = source.trust_remote_code
-    processor = AutoImageProcessor.from_pretrained(source.path, backend="pil", trust_remote_code=remote)
-    kwargs: dict[str, Any] = {"trust_remote_code": remote}
-    if not source.allow_pickle:
-        kwargs["use_safetensors"] = True
-    if source.dtype is not None:
-        kwargs["dtype"] = source.dtype
+    processor = AutoImageProcessor.from_pretrained(
+        source.path, backend="pil", **source.from_pretrained_kwargs(weights=False)
+    )
     auto_class: Any = getattr(transformers, HEADS[head] or _segmentation_class(source))
-    model = auto_class.from_pretrained(source.path, **kwargs).to(source.device).eval()
+    model = auto_class.from_pretrained(source.path, **source.from_pretrained_kwargs()).to(source.device).eval()
     tokenizer = None
     if head == "zero-shot-image-classification":
-        tokenizer = AutoTokenizer.from_pretrained(source.path, trust_remote_code=remote)
+        tokenizer = AutoTokenizer.from_pretrained(source.path, **source.from_pretrained_kwargs(weights=False))
     fused = source.options.get("fused_encoder", True) and ViTEncoder.supports(model)
     return VisionModel(processor, model, tokenizer, encoder=ViTEncoder(model).eval() if fused else None)
 
 
 def _segmentation_class(source: ModelSource) -> str:
     """The segmentation class the checkpoint was saved with, else the first that fits its model type."""
-    config = AutoConfig.from_pretrained(source.path, trust_remote_code=source.trust_remote_code)
+    config = AutoConfig.from_pretrained(source.path, **source.from_pretrained_kwargs(weights=False))
     saved = set(getattr(config, "architectures", None) or [])
     for mapping in SEGMENTATION_MAPPINGS:
         name = mapping.get(config.model_type)
