@@ -14,7 +14,13 @@ from taskhub_textgen.config import GenerationConfig
 from taskhub_textgen.generate import generate
 from taskhub_textgen.model import Transformer
 from taskhub_textgen.native_backend import NativeBackend, is_supported, positions_from_mask
-from test_textgen_model import assert_cached_decoding_matches_full_forward, full_logits, greedy, hf_model, left_padded
+from test_textgen_model import (
+    assert_cached_decoding_matches_full_forward,
+    full_logits,
+    hf_model,
+    left_padded,
+    native_and_transformers_greedy,
+)
 
 FAMILIES = ["gemma2", "gemma3", "gemma3_multimodal", "phi3_longrope", "phi3_window"]
 NEW_TOKENS = 64
@@ -45,21 +51,9 @@ def test_cached_decoding_matches_full_forward(family_checkpoints, kind):
 @pytest.mark.parametrize("kind", FAMILIES)
 def test_greedy_matches_transformers_generate(family_checkpoints, kind):
     """Prompts up to 16 tokens plus 64 new ones: far past the window, and past Phi-3's original context."""
-    path = family_checkpoints[kind]
-    ids, mask = left_padded([7, 3, 16], seed=3)
-    with torch.no_grad():
-        ref = hf_model(path).generate(
-            input_ids=ids,
-            attention_mask=mask,
-            do_sample=False,
-            max_new_tokens=NEW_TOKENS,
-            min_new_tokens=NEW_TOKENS,
-            pad_token_id=PAD,
-            eos_token_id=EOS,
-        )
-    ours = greedy(NativeBackend.from_pretrained(path, dtype=torch.float32), ids, mask, NEW_TOKENS)
-    assert ids.shape[1] + NEW_TOKENS > max(WINDOW, ORIGINAL_CONTEXT)
-    assert torch.equal(ours, ref[:, ids.shape[1] :])
+    assert 16 + NEW_TOKENS > max(WINDOW, ORIGINAL_CONTEXT)  # the longest prompt of the helper, then NEW_TOKENS
+    ours, ref = native_and_transformers_greedy(family_checkpoints[kind])
+    assert torch.equal(ours, ref)
 
 
 @pytest.mark.parametrize("kind", FAMILIES)

@@ -62,6 +62,23 @@ def full_logits(model: Transformer, ids: torch.Tensor, mask: torch.Tensor) -> to
         return model(ids, positions_from_mask(mask), mask.bool(), cache, all_logits=True)
 
 
+def native_and_transformers_greedy(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """NEW_TOKENS greedy tokens of three left-padded prompts (7, 3, 16 tokens): the native decoder's, transformers'."""
+    ids, mask = left_padded([7, 3, 16], seed=3)
+    with torch.no_grad():
+        ref = hf_model(path).generate(
+            input_ids=ids,
+            attention_mask=mask,
+            do_sample=False,
+            max_new_tokens=NEW_TOKENS,
+            min_new_tokens=NEW_TOKENS,
+            pad_token_id=PAD,
+            eos_token_id=EOS,
+        )
+    ours = greedy(NativeBackend.from_pretrained(path, dtype=torch.float32), ids, mask, NEW_TOKENS)
+    return ours, ref[:, ids.shape[1] :]
+
+
 def assert_cached_decoding_matches_full_forward(model: Transformer) -> None:
     """Prefill then one token at a time through the KV cache gives the logits of one full forward."""
     backend = NativeBackend(model)
@@ -107,20 +124,8 @@ def test_cached_decoding_matches_full_forward(textgen_checkpoints, kind):
 
 @pytest.mark.parametrize("kind", [k for k in FP32_KINDS if k != "llama_sharded"])  # same weights as llama
 def test_greedy_matches_transformers_generate(textgen_checkpoints, kind):
-    path = textgen_checkpoints[kind]
-    ids, mask = left_padded([7, 3, 16], seed=3)
-    with torch.no_grad():
-        ref = hf_model(path).generate(
-            input_ids=ids,
-            attention_mask=mask,
-            do_sample=False,
-            max_new_tokens=NEW_TOKENS,
-            min_new_tokens=NEW_TOKENS,
-            pad_token_id=PAD,
-            eos_token_id=EOS,
-        )
-    ours = greedy(NativeBackend.from_pretrained(path, dtype=torch.float32), ids, mask, NEW_TOKENS)
-    assert torch.equal(ours, ref[:, ids.shape[1] :])
+    ours, ref = native_and_transformers_greedy(textgen_checkpoints[kind])
+    assert torch.equal(ours, ref)
 
 
 def test_sliding_window_changes_attention(textgen_checkpoints):
