@@ -72,9 +72,7 @@ def test_generative_answer_is_the_decoders_greedy_output_on_the_rag_prompt(sampl
     path = decoding_model_dirs["llama"]
     template = "Passages:\n{passages}\nQuestion: {question}\nAnswer:"
     question = "What are spring tides?"
-    out = taskhub.run_task(
-        "rag",
-        question,
+    request = dict(
         model=str(path),
         index=str(sample_index),
         top_k=1,  # the tiny decoder's context is 256 positions: one passage fits
@@ -82,6 +80,7 @@ def test_generative_answer_is_the_decoders_greedy_output_on_the_rag_prompt(sampl
         chat=False,
         max_new_tokens=12,
     )
+    out = taskhub.run_task("rag", question, **request)
     passages = [{k: v for k, v in p.items() if k != "n"} for p in out["passages"]]
     prompt = build_prompt(Retrieved(question, passages, embedder=None), template)  # type: ignore[arg-type]
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -93,17 +92,7 @@ def test_generative_answer_is_the_decoders_greedy_output_on_the_rag_prompt(sampl
     assert out["answer"] == expected
     assert out["invalid_citations"] == [n for n in cited_numbers(expected) if n != 1]
 
-    stream = taskhub.run_task(
-        "rag",
-        question,
-        model=str(path),
-        index=str(sample_index),
-        top_k=1,  # the tiny decoder's context is 256 positions: one passage fits
-        prompt_template=template,
-        chat=False,
-        max_new_tokens=12,
-        stream=True,
-    )
+    stream = taskhub.run_task("rag", question, stream=True, **request)
     assert "".join(stream).strip() == expected
     assert stream.result is not None and stream.result["answer"] == expected
     with pytest.raises(taskhub.ParamError, match=r"prompt_template must contain \{question\}"):
