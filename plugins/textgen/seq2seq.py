@@ -12,12 +12,11 @@ from taskhub.errors import BadInputError, ParamError
 
 from .backend import PromptBatch
 from .config import GenerationConfig, check_new_tokens
-from .constrain import output_format
 from .generate import generate
 from .generation import Generation
 from .loading import TextGenModel
 from .params import OutputParams, SourceParams, TranslationParams
-from .stages import record, request_config
+from .stages import record, request_config, with_format
 
 LANGUAGES = {
     "ar": "Arabic", "cs": "Czech", "de": "German", "en": "English", "es": "Spanish", "fi": "Finnish",
@@ -147,11 +146,7 @@ def generate_seq2seq(items: list[Source], params: GenerationConfig, ctx: StageCo
     config = request_config(params, model, 1, items[0].defaults)
     check_new_tokens(config.max_new_tokens, model.context)  # the decoder's positions: start token + new tokens
     results = generate(model.make_backend(), batch, config, model.tokenizer)
-    fmt = output_format(config)
-    for gens in results:
-        for generation in gens:
-            generation.output_format = fmt
-    return results
+    return [with_format(gens, config) for gens in results]
 
 
 def output_as(key: str) -> Any:

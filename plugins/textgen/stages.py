@@ -10,7 +10,7 @@ from taskhub.errors import ParamError
 
 from .backend import PromptBatch
 from .config import GenerationConfig, check_memory, check_token_ids, fit_prompts, with_model_defaults
-from .constrain import FORMAT_FIELDS, OutputFormat, output_format
+from .constrain import FORMAT_FIELDS, output_format
 from .engine.request import RequestHandle
 from .generate import RowStream, generate, stream
 from .generation import Generation
@@ -25,7 +25,6 @@ class Completion:
 
     prompt: Prompt
     generations: list[Generation]
-    output_format: OutputFormat | None = None  # structured output: results gain parsed / error
 
 
 def request_config(
@@ -62,7 +61,7 @@ def generate_text(items: list[Prompt], params: TextGenerationParams, ctx: StageC
         handles = [engine.submit(ids, c, stream=params.stream) for ids, c in zip(prompts, configs)]
         if params.stream:
             return handles
-        return [Completion(prompt, handle.result(), output_format(config)) for prompt, handle in zip(items, handles)]
+        return [Completion(prompt, with_format(handle.result(), config)) for prompt, handle in zip(items, handles)]
     size = ctx.task.batching.batch_size
     order = sorted(range(len(items)), key=lambda i: -len(prompts[i]))
     out: list[Any] = [None] * len(items)
@@ -88,8 +87,7 @@ def _generate_static(
             raise ParamError("stream=True gives one sequence per input; num_return_sequences must be 1.")
         return stream(model.make_backend(), batch, config, model.tokenizer)
     results = generate(model.make_backend(), batch, config, model.tokenizer)
-    fmt = output_format(config)
-    return [Completion(prompt, gens, fmt) for prompt, gens in zip(items, results)]
+    return [Completion(prompt, with_format(gens, config)) for prompt, gens in zip(items, results)]
 
 
 def _generate_per_format(items: list[Prompt], params: TextGenerationParams, ctx: StageContext) -> list[Any]:
@@ -113,13 +111,20 @@ def _generate_per_format(items: list[Prompt], params: TextGenerationParams, ctx:
     return out
 
 
-def record(
-    generation: Generation, key: str, text: Any, return_metrics: bool, fmt: OutputFormat | None = None
-) -> dict[str, Any]:
+def with_format(generations: list[Generation], config: GenerationConfig) -> list[Generation]:
+    """The sequences, each marked with the output format it was constrained to (record() then adds
+    finish_reason, parsed and error)."""
+    fmt = output_format(config)
+    for generation in generations:
+        generation.output_format = fmt
+    return generations
+
+
+def record(generation: Generation, key: str, text: Any, return_metrics: bool) -> dict[str, Any]:
     """One result dict: {key: text}, with structured output finish_reason, parsed (JSON) and error,
     logprobs when asked for, metrics when asked for."""
     out: dict[str, Any] = {key: text}
-    fmt = fmt if fmt is not None else generation.output_format
+    fmt = generation.output_format
     if fmt is not None:
         out["finish_reason"] = generation.finish_reason
         out.update(fmt.shape(generation.text or "", generation.finish_reason))
@@ -151,7 +156,6 @@ def text_output(items: list[Any], params: TextOutputParams, ctx: StageContext) -
                     "generated_text",
                     full_text(item.prompt, g.text or "") if params.return_full_text else g.text,
                     params.return_metrics,
-                    item.output_format,
                 )
                 for g in item.generations
             ]
