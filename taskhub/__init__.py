@@ -15,6 +15,7 @@ from .errors import (
     UnknownTaskError,
 )
 from .hookspecs import hookimpl
+from .input_kinds import InputKind, read_json, read_utf8
 from .manifest import JobInputs, JobManifest, StageRef, TaskManifest
 from .models import ModelSource
 from .pipeline import Pipeline, StageContext
@@ -39,6 +40,7 @@ __all__ = [
     "BadInputError",
     "BatchReader",
     "BatchWriter",
+    "InputKind",
     "Item",
     "JobInputs",
     "PluginStatus",
@@ -62,6 +64,8 @@ __all__ = [
     "hookimpl",
     "pipeline",
     "plugin_statuses",
+    "read_json",
+    "read_utf8",
     "register_plugin",
     "run_job",
     "run_task",

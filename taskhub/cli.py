@@ -128,7 +128,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         trust_remote_code=args.trust_remote_code,
         allow_pickle=args.allow_pickle,
     )
-    inputs = [cli_input(arg, pipe.manifest.input) for arg in args.inputs]
+    kind = get_registry().input_kinds.get(pipe.manifest.input)
+    inputs = [cli_input(arg, kind) for arg in args.inputs]
     results = pipe(inputs, **params)
     for number, result in enumerate(results):
         if isinstance(result, Iterator):

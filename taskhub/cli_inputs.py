@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 import sys
@@ -12,6 +11,7 @@ from typing import Any, BinaryIO
 import yaml
 
 from .errors import BadInputError, ParamError
+from .input_kinds import InputKind, read_utf8
 
 DEFAULT_MAX_INPUT_BYTES = 256 << 20
 
@@ -64,21 +64,18 @@ def _read_capped(stream: BinaryIO, name: str) -> bytes:
     return data
 
 
-def _decode(data: bytes, name: str) -> str:
+def read_file_bytes(path: Path) -> bytes:
+    """A regular file's content, capped at TASKHUB_MAX_INPUT_BYTES."""
     try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise BadInputError(
-            f"{name} is not UTF-8 text ({exc.reason} at byte {exc.start}); expected UTF-8 text."
-        ) from None
+        with path.open("rb") as f:
+            return _read_capped(f, str(path))
+    except OSError as exc:
+        raise BadInputError(f"Cannot read {path}: {exc.strerror}.") from None
 
 
 def read_text_file(path: Path) -> str:
-    try:
-        with path.open("rb") as f:
-            return _decode(_read_capped(f, str(path)), str(path))
-    except OSError as exc:
-        raise BadInputError(f"Cannot read {path}: {exc.strerror}.") from None
+    """A regular file's content as UTF-8 text, capped like every INPUT."""
+    return read_utf8(read_file_bytes(path), str(path))
 
 
 def _path_kind(arg: str) -> str | None:
@@ -94,34 +91,20 @@ def _path_kind(arg: str) -> str | None:
     return "folder" if stat.S_ISDIR(mode) else "special"
 
 
-def cli_input(arg: str, kind: str) -> Any:
-    """One INPUT argument: literal text, a regular file's path, or `-` for stdin, read as the task's input kind.
+def cli_input(arg: str, kind: InputKind) -> Any:
+    """One INPUT argument: literal text, a regular file's path, or `-` for stdin, made an input of `kind`.
 
     It is a file only if it names an existing regular file; a folder, FIFO or device is an
-    error (reading one would fail or block), anything else is literal text. Files and stdin
-    are capped at TASKHUB_MAX_INPUT_BYTES."""
-    found = None if arg == "-" else _path_kind(arg)
+    error (reading one would fail or block), anything else is literal text (`kind.from_text`).
+    A file is read with `kind.from_bytes` -- or passed on as its path for a `by_path` kind --
+    and stdin like a file; both are capped at TASKHUB_MAX_INPUT_BYTES."""
+    if arg == "-":
+        return kind.from_bytes(_read_capped(sys.stdin.buffer, "stdin"), "stdin")
+    found = _path_kind(arg)
     if found in ("folder", "special"):
         what = "a folder" if found == "folder" else "not a regular file (a FIFO, socket or device)"
-        expected = f"a path to an {kind} file (or - for stdin)" if kind in ("image", "audio") else "text, a file or -"
+        expected = f"a path to an {kind.name} file (or - for stdin)" if kind.by_path else "text, a file or -"
         raise BadInputError(f"{arg!r} is {what}; expected {expected}.")
-    if kind in ("image", "audio"):
-        if arg == "-":
-            return _read_capped(sys.stdin.buffer, "stdin")
-        if found != "file":
-            raise BadInputError(f"{arg!r} is not a file; expected a path to an {kind} file (or - for stdin).")
-        return arg
-    if arg == "-":
-        text = _decode(_read_capped(sys.stdin.buffer, "stdin"), "stdin")
-    elif found == "file":
-        text = read_text_file(Path(arg))
-    else:
-        text = arg
-    if kind in ("object", "chat"):
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError:
-            if kind == "chat":
-                return text
-            raise BadInputError(f"Input {arg[:60]!r} is not JSON; this task expects a JSON object.") from None
-    return text
+    if found == "file":
+        return arg if kind.by_path else kind.from_bytes(read_file_bytes(Path(arg)), arg)
+    return kind.from_text(arg)

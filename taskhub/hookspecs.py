@@ -99,7 +99,8 @@ def register_commands(register: Callable[..., None]) -> None:
 
 @hookspec
 def register_input_kinds(register: Callable[..., None]) -> None:
-    """Register what one input of a task can be: ``register(kind, expected, check=None, one_list=None)``.
+    """Register what one input of a task can be, and how files and command-line text become one:
+    ``register(kind, expected, check=None, one_list=None, *, read=None, parse=None, by_path=False)``.
 
     - ``kind``: the name task manifests give as ``input:`` (``text``, ``image``, ``chat``...).
     - ``expected``: how error messages describe a valid input ("a string").
@@ -107,6 +108,13 @@ def register_input_kinds(register: Callable[..., None]) -> None:
       (None: anything but None is accepted here; stages check further).
     - ``one_list(value) -> bool``: True when a list passed to a pipeline is ONE input of this
       kind rather than many (a chat conversation is a list of messages); None: never.
+    - ``read(data: bytes, source: str) -> Any``: a file's content (a CLI INPUT file, stdin, a batch
+      job's ``files:`` item) made one input; raise BadInputError naming ``source``. None: UTF-8 text.
+    - ``parse(text: str) -> Any``: a CLI INPUT that names no file made one input. None: the text.
+    - ``by_path``: True for kinds whose files the stages open themselves (images, audio): they get
+      the file's path (stdin: its bytes), and CLI text that names no file is an error.
+
+    ``read`` and ``parse`` may be ``"module:function"`` references.
     """
 
 

@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
-from .errors import BadInputError, ParamError, StageError, TaskhubError
+from .errors import ParamError, StageError, TaskhubError
 from .manifest import TaskManifest
 from .models import ModelCache, ModelSource, model_cache, parse_dtype, resolve_device, resolve_model_path
 from .plugins import get_registry
-from .registry import InputKind, StageSpec
+from .registry import StageSpec
 
 if TYPE_CHECKING:
     import torch
@@ -157,7 +157,7 @@ class Pipeline:
 
     def __call__(self, inputs: Any, *, batch_size: int | None = None, **params: Any) -> Any:
         kind = get_registry().input_kinds.get(self.manifest.input)
-        single = not _is_many(inputs, kind)
+        single = not kind.is_many(inputs)
         items = [inputs] if single else list(inputs)
         self.check_inputs(items)
         results = self.run_items(items, batch_size=batch_size, **params)
@@ -168,7 +168,7 @@ class Pipeline:
         N: its index in `items`, or `positions[i]` when the caller -- a batch job -- knows better)."""
         kind = get_registry().input_kinds.get(self.manifest.input)
         for index, item in enumerate(items):
-            _check_input(item, kind, index if positions is None else positions[index])
+            kind.check_input(item, index if positions is None else positions[index])
 
     def run_items(
         self,
@@ -280,18 +280,3 @@ def sort_length(item: Any) -> int:
     Items without one keep their input order; nothing else about an item is guessed (no len())."""
     length = getattr(item, "sort_length", 0)
     return length if isinstance(length, int) and not isinstance(length, bool) else 0
-
-
-def _is_many(inputs: Any, kind: InputKind) -> bool:
-    """A list (or tuple) is many inputs, unless the input kind says it is one (a chat conversation)."""
-    if not isinstance(inputs, (list, tuple)):
-        return False
-    return not (kind.one_list is not None and kind.one_list(list(inputs)))
-
-
-def _check_input(item: Any, kind: InputKind, index: int) -> None:
-    """Reject what no stage of this input kind can take, naming the input and what was expected."""
-    if item is None:
-        raise BadInputError(f"Input {index} is None; expected {kind.expected}.")
-    if kind.check is not None and not kind.check(item):
-        raise BadInputError(f"Input {index} is a {type(item).__name__}; expected {kind.expected}.")

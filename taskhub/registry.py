@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from . import lazy
 from .errors import PluginError, UnknownStageError, UnknownTaskError, did_you_mean
+from .input_kinds import InputKind, core_kinds
 from .manifest import TaskManifest
 
 T = TypeVar("T")
@@ -68,16 +69,6 @@ class CommandSpec:
     configure: Callable[[Any], None]
     run: Callable[[Any], int]
     help: str = ""
-
-
-@dataclass(frozen=True)
-class InputKind:
-    """What one input of a task is (registered by plugins through `register_input_kinds`)."""
-
-    name: str
-    expected: str  # how errors describe a valid input: "a string"
-    check: Callable[[Any], bool] | None = None  # False: not an input of this kind
-    one_list: Callable[[Any], bool] | None = None  # True: this list is one input, not many
 
 
 @dataclass(frozen=True)
@@ -148,9 +139,8 @@ class Registry:
     _aliases: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        # the two input kinds that are plain data rather than a modality, for tasks of any plugin
-        self.add_input_kind("taskhub", "text", "a string", lambda value: isinstance(value, str))
-        self.add_input_kind("taskhub", "object", "a mapping of fields", lambda value: isinstance(value, dict))
+        for kind in core_kinds():
+            self.input_kinds.add(kind.name, kind, "taskhub")
 
     def add_stage(
         self,
@@ -175,10 +165,21 @@ class Registry:
         expected: str,
         check: Callable[[Any], bool] | None = None,
         one_list: Callable[[Any], bool] | None = None,
+        *,
+        read: Callable[[bytes, str], Any] | str | None = None,
+        parse: Callable[[str], Any] | str | None = None,
+        by_path: bool = False,
     ) -> None:
         if not re.fullmatch(r"[a-z][a-z0-9_-]*", str(kind)):
             raise PluginError(f"plugin {plugin!r} registered an input kind with an invalid name {kind!r}")
-        self.input_kinds.add(kind, InputKind(kind, str(expected), check, one_list), plugin)
+        if not all(f is None or callable(f) for f in (check, one_list)):
+            raise PluginError(f"plugin {plugin!r}: input kind {kind!r}: check and one_list must be functions or None")
+        if not all(f is None or callable(f) or lazy.is_ref(f) for f in (read, parse)):
+            raise PluginError(
+                f"plugin {plugin!r}: input kind {kind!r}: read and parse must be functions, 'module:function' or None"
+            )
+        spec = InputKind(kind, str(expected), check, one_list, read, parse, bool(by_path))
+        self.input_kinds.add(kind, spec, plugin)
 
     def add_result_writer(
         self, plugin: str, name: str, accepts: Callable[[Any], bool], write: Callable[[Any, Path], Path] | str

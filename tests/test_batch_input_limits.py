@@ -183,19 +183,23 @@ def test_audio_length_cap_is_configurable(tmp_path: Path, monkeypatch: pytest.Mo
 # Rule 6: the CLI's INPUT
 
 
+def kind(name: str) -> taskhub.InputKind:
+    return taskhub.get_registry().input_kinds.get(name)
+
+
 def test_cli_input_long_text_is_text_and_folders_fifos_are_errors(tmp_path: Path) -> None:
     long_text = "word " * 200  # 1,000 bytes: once "File name too long"
-    assert cli_input(long_text, "text") == long_text
-    assert cli_input("a/b\0c", "text") == "a/b\0c"
+    assert cli_input(long_text, kind("text")) == long_text
+    assert cli_input("a/b\0c", kind("text")) == "a/b\0c"
     (tmp_path / "note.txt").write_text("from a file")
-    assert cli_input(str(tmp_path / "note.txt"), "text") == "from a file"
+    assert cli_input(str(tmp_path / "note.txt"), kind("text")) == "from a file"
     with pytest.raises(BadInputError, match="is a folder"):
-        cli_input(str(tmp_path), "text")
+        cli_input(str(tmp_path), kind("text"))
     os.mkfifo(tmp_path / "pipe")
     _unblock_later(tmp_path / "pipe")
-    for kind in ("text", "audio"):
+    for name in ("text", "audio"):
         with pytest.raises(BadInputError, match="not a regular file"):
-            cli_input(str(tmp_path / "pipe"), kind)
+            cli_input(str(tmp_path / "pipe"), kind(name))
 
 
 def test_cli_input_files_and_stdin_are_capped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -204,13 +208,13 @@ def test_cli_input_files_and_stdin_are_capped(tmp_path: Path, monkeypatch: pytes
     monkeypatch.setenv("TASKHUB_MAX_INPUT_BYTES", "100")
     (tmp_path / "big.txt").write_text("x" * 101)
     with pytest.raises(BadInputError, match="over 100 bytes"):
-        cli_input(str(tmp_path / "big.txt"), "text")
+        cli_input(str(tmp_path / "big.txt"), kind("text"))
     stdin = io.TextIOWrapper(io.BytesIO(b"y" * 101))
     monkeypatch.setattr(sys, "stdin", stdin)
     with pytest.raises(BadInputError, match="stdin is over 100 bytes"):
-        cli_input("-", "text")
+        cli_input("-", kind("text"))
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO("caf\u00e9".encode())))
-    assert cli_input("-", "text") == "caf\u00e9"
+    assert cli_input("-", kind("text")) == "caf\u00e9"
 
 
 def test_cli_run_takes_long_text_as_text_and_refuses_a_folder(

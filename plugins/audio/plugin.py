@@ -25,7 +25,7 @@ def register_stages(register: Callable[..., None]) -> None:
 
 @hookimpl
 def register_input_kinds(register: Callable[..., None]) -> None:
-    register("audio", "an audio path, bytes, or a numpy array with sampling_rate")
+    register("audio", "an audio path, bytes, or a numpy array with sampling_rate", by_path=True)
 
 
 def is_waveform(result: object) -> bool:

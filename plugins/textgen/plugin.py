@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from importlib.resources import files
 
+from taskhub import read_json
 from taskhub.hookspecs import hookimpl
 
 from .config import GenerationConfig
@@ -43,6 +45,20 @@ def is_conversation(value: object) -> bool:
     return isinstance(value, list) and bool(value) and all(isinstance(m, dict) and "role" in m for m in value)
 
 
+def read_chat(data: bytes, source: str) -> object:
+    """A chat file (a CLI INPUT file, stdin, a job's `files:` item) is JSON: a list of messages, or a mapping of fields."""
+    return read_json(data, source, "a list of {'role', 'content'} messages")
+
+
+def parse_chat(text: str) -> object:
+    """Chat text on the command line: a JSON list of messages or mapping if it is one, else the prompt itself."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return text
+    return value if isinstance(value, (list, dict)) else text
+
+
 @hookimpl
 def register_input_kinds(register: Callable[..., None]) -> None:
     register(
@@ -50,6 +66,8 @@ def register_input_kinds(register: Callable[..., None]) -> None:
         "a string, a list of {'role', 'content'} messages, or a mapping of fields",
         lambda value: isinstance(value, (str, dict)) or is_conversation(value),
         is_conversation,
+        read=read_chat,
+        parse=parse_chat,
     )
 
 

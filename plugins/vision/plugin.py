@@ -36,7 +36,7 @@ def register_stages(register: Callable[..., None]) -> None:
 
 @hookimpl
 def register_input_kinds(register: Callable[..., None]) -> None:
-    register("image", "an image path, bytes, PIL.Image or numpy array")
+    register("image", "an image path, bytes, PIL.Image or numpy array", by_path=True)
 
 
 @hookimpl

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from ..errors import BadInputError
+from ..input_kinds import InputKind
 from ..manifest import JobInputs
 from .file_glob import glob_root, walk_glob
 from .resume import record_key
@@ -103,8 +104,9 @@ def read_jsonl(location: Path, inputs: JobInputs) -> Iterator[Item]:
                 continue
             try:
                 record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise BadInputError(f"{where}: not valid JSON ({exc.msg}); expected one JSON object per line") from None
+            except (ValueError, RecursionError) as exc:  # also an int over 4300 digits, nesting too deep
+                reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+                raise BadInputError(f"{where}: not valid JSON ({reason}); expected one JSON object per line") from None
             yield _record_item(record, number, inputs, where)
 
 
@@ -145,35 +147,24 @@ def _record_item(record: Any, number: int, inputs: JobInputs, where: str) -> Ite
     return Item(item_id, str(item_id), record[inputs.field])
 
 
-def load_input(item: Item, kind: str, base: Path, max_file_bytes: int) -> Any:
-    """The task input of `item`: a file read per the task's input kind, or the record's value.
+def load_input(item: Item, kind: InputKind, base: Path, max_file_bytes: int) -> Any:
+    """The task input of `item`: a file read with `kind.from_bytes` (the same reading as a CLI INPUT
+    file), or the record's value.
 
-    text/chat files are read as UTF-8 text, object files as JSON, image/audio files are passed
-    as paths (relative paths in records resolve against `base`, the manifest's folder).
+    A `by_path` kind (image, audio) gets file paths unread; a relative path in a record resolves
+    against `base`, the manifest's folder.
     """
     if item.problem:
         raise BadInputError(item.problem)
     if not item.is_path:
-        if kind in ("image", "audio") and isinstance(item.value, str) and "://" not in item.value:
+        if kind.by_path and isinstance(item.value, str) and "://" not in item.value:
             return str(base / item.value)
         return item.value
     path = Path(item.value)
-    if kind in ("image", "audio"):
+    if kind.by_path:
         return str(path)
-    with open_regular(path, f"{kind} input") as f:
+    with open_regular(path, f"{kind.name} input") as f:
         data = f.read(max_file_bytes + 1)
     if len(data) > max_file_bytes:
         raise BadInputError(f"{path} is over inputs.max_file_bytes ({max_file_bytes} bytes)")
-    if kind == "object":
-        try:
-            return json.loads(data)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise BadInputError(
-                f"{path}: not a JSON file ({exc}); an object task reads one JSON object per file"
-            ) from None
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise BadInputError(
-            f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason}); a {kind} task reads each file as UTF-8 text"
-        ) from None
+    return kind.from_bytes(data, str(path))

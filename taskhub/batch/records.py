@@ -12,6 +12,7 @@ from typing import Any, Literal, TypeVar
 
 from ..errors import BadInputError
 from ..pipeline import Pipeline
+from ..plugins import get_registry
 from .progress import Progress
 from .readers import Item, load_input
 from .resume import record_key
@@ -93,10 +94,11 @@ def run_batch(pipe: Pipeline, spec: WorkSpec, items: list[Item]) -> list[dict[st
     inputs: dict[int, Any] = {}
     errors: dict[int, dict[str, str]] = {}
     seconds: dict[int, float] = {}
+    kind = get_registry().input_kinds.get(spec.input_kind)
     for i, item in enumerate(items):
         try:
             _check_encodable(item)
-            inputs[i] = load_input(item, spec.input_kind, Path(spec.base), spec.max_file_bytes)
+            inputs[i] = load_input(item, kind, Path(spec.base), spec.max_file_bytes)
         except Exception as exc:  # unreadable file, missing field: this item fails, the batch goes on
             errors[i] = _error(exc)
     outputs: dict[int, Any] = {}

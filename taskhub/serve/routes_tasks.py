@@ -51,12 +51,9 @@ async def run_task(request: Request) -> Response:
     for name in sorted(CLIENT_FORBIDDEN & set(params)):
         raise APIError(400, f"{name} is not available here; use the OpenAI endpoints.", param=f"parameters.{name}")
     entry = state.catalog.resolve(request.path_params["task"], body.get("model"))
-    kind = get_registry().task(entry.task)[0].manifest.input
-    inputs = body["inputs"]
-    many = isinstance(inputs, list) and not (
-        kind == "chat" and inputs and isinstance(inputs[0], dict) and "role" in inputs[0]
-    )
-    decoded = decode_inputs(inputs, kind, many, state.settings.allow_local_files)
+    registry = get_registry()
+    kind = registry.input_kinds.get(registry.task(entry.task)[0].manifest.input)
+    decoded = decode_inputs(body["inputs"], kind, state.settings.allow_local_files)
     async with state.admission.slot():
         pipe = await guarded(request, state.runner.call(state.catalog.pipeline, entry), deadline)
         result = await guarded(request, state.runner.call(lambda: pipe(decoded, **params)), deadline)

@@ -8,9 +8,9 @@ import io
 import urllib.parse
 from typing import Any
 
+from ..input_kinds import InputKind
 from .errors import APIError
 
-MEDIA_KINDS = frozenset({"image", "audio"})  # input kinds whose bare strings are media, not text
 MEDIA_KEYS = frozenset({"image", "images", "audio", "url", "path", "file"})  # fields holding media in objects and chats
 
 
@@ -67,13 +67,16 @@ def _media(value: Any, where: str, allow: bool) -> Any:
     return _walk(value, where, allow)
 
 
-def decode_inputs(inputs: Any, kind: str, many: bool, allow_local_files: bool) -> Any:
-    """The request's `inputs` ready for the task: one input, or a list when `many`."""
+def decode_inputs(inputs: Any, kind: InputKind, allow_local_files: bool) -> Any:
+    """The request's `inputs` ready for the task: one input, or a list when the kind counts them as many.
+
+    A bare string of a `by_path` kind (image, audio) is media content, never a server path."""
+    many = kind.is_many(inputs)
     items = inputs if many else [inputs]
     out = []
     for i, item in enumerate(items):
         where = f"inputs.{i}" if many else "inputs"
-        if kind in MEDIA_KINDS and isinstance(item, str):
+        if kind.by_path and isinstance(item, str):
             out.append(decode_media(item, where, allow_local_files))
         else:
             out.append(_walk(item, where, allow_local_files))
