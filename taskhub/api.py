@@ -7,6 +7,7 @@ import threading
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
+from .errors import StageError
 from .models import model_cache
 from .pipeline import Pipeline
 
@@ -114,4 +115,12 @@ def _json_default(value: Any) -> Any:
 
 
 def to_json(result: Any, **kwargs: Any) -> str:
-    return json.dumps(result, default=_json_default, ensure_ascii=False, **kwargs)
+    """Strict JSON text of a result: NaN or infinity, a value JSON cannot hold (bytes, sets, objects) or
+    nesting deeper than Python recurses is a StageError, never an invalid record or a crash."""
+    try:
+        return json.dumps(result, default=_json_default, ensure_ascii=False, allow_nan=False, **kwargs)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise StageError(
+            f"the result cannot be written as JSON ({type(exc).__name__}: {str(exc)[:160]}); a task's results "
+            "must be JSON-ready: finite numbers, strings, lists, mappings (arrays and tensors become lists)"
+        ) from None

@@ -15,7 +15,7 @@ from typing import Any
 
 from .api import pipeline, to_json
 from .cli_inputs import cli_input, parse_param
-from .errors import ManifestError, TaskhubError
+from .errors import ManifestError, ParamError, TaskhubError
 from .manifest import JobManifest, json_schema, manifest_kind, read_yaml, validate
 from .models import check_device_name, check_dtype_name
 from .plugins import get_registry, load_checked_task_manifest, plugin_statuses
@@ -119,6 +119,11 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     _quiet_model_loading()
     params = dict(parse_param(p) for p in args.param)
+    if args.output and not Path(args.output).resolve().parent.is_dir():  # before any model loads
+        raise ParamError(f"--output {args.output}: its folder does not exist; create it or choose another path.")
+    registry = get_registry()
+    kind = registry.input_kinds.get(registry.task(args.task)[0].manifest.input)
+    inputs = [cli_input(arg, kind) for arg in args.inputs]  # read (and refused) before any model loads
     pipe = pipeline(
         args.task,
         args.model,
@@ -128,22 +133,30 @@ def cmd_run(args: argparse.Namespace) -> int:
         trust_remote_code=args.trust_remote_code,
         allow_pickle=args.allow_pickle,
     )
-    kind = get_registry().input_kinds.get(pipe.manifest.input)
-    inputs = [cli_input(arg, kind) for arg in args.inputs]
     results = pipe(inputs, **params)
+    printed_json = False
     for number, result in enumerate(results):
         if isinstance(result, Iterator):
             for delta in result:  # a streamed result (stream=true): print text as it comes
                 print(delta, end="", flush=True)
             print()
             continue
-        write = get_registry().result_writer_for(result) if args.output else None
+        write = registry.result_writer_for(result) if args.output else None
         if write is not None:
             path = Path(args.output)
             if len(args.inputs) > 1:
                 path = path.with_name(f"{path.stem}-{number}{path.suffix}")
-            print(f"wrote {write(result, path)}", file=sys.stderr)
+            try:
+                print(f"wrote {write(result, path)}", file=sys.stderr)
+            except OSError as exc:
+                raise ParamError(f"--output: cannot write {path}: {exc.strerror or exc}") from None
             continue
+        if args.output and not printed_json:
+            print(
+                f"warning: --output saves file-like results only; {args.task!r} gives JSON, printed here.",
+                file=sys.stderr,
+            )
+        printed_json = True
         if args.json:
             print(to_json(result))
         else:

@@ -25,10 +25,18 @@ def parse_param(text: str) -> tuple[str, Any]:
     if raw.startswith("@") and len(raw) > 1:
         return key.strip(), _value_file(Path(raw[1:]), key.strip())
     try:
-        value = yaml.safe_load(raw) if raw else ""
+        value = _yaml_value(raw, f"--param {key.strip()}") if raw else ""
     except yaml.YAMLError:
         value = raw
     return key.strip(), value
+
+
+def _yaml_value(text: str, where: str) -> Any:
+    """Safe-loaded YAML (JSON is YAML); a value Python cannot hold is a ParamError, not a crash."""
+    try:
+        return yaml.safe_load(text)
+    except (ValueError, RecursionError) as exc:  # an int over 4300 digits, nesting deeper than Python recurses
+        raise ParamError(f"{where}: value not usable ({type(exc).__name__}: {str(exc)[:120]})") from None
 
 
 def _value_file(path: Path, key: str) -> Any:
@@ -39,7 +47,7 @@ def _value_file(path: Path, key: str) -> Any:
     if path.suffix.lower() not in (".json", ".yaml", ".yml"):
         return text
     try:
-        return yaml.safe_load(text)
+        return _yaml_value(text, f"--param {key}=@{path}")
     except yaml.YAMLError as exc:
         raise ParamError(f"--param {key}=@{path}: not valid JSON or YAML: {exc}") from None
 

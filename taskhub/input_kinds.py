@@ -57,6 +57,16 @@ class InputKind:
             raise BadInputError(f"Input {index} is None; expected {self.expected}.")
         if self.check is not None and not self.check(item):
             raise BadInputError(f"Input {index} is a {type(item).__name__}; expected {self.expected}.")
+        if (
+            isinstance(item, str) and not self.by_path
+        ):  # a path may hold surrogates (a non-UTF-8 file name); text may not
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise BadInputError(
+                    f"Input {index} is not valid Unicode (an unpaired surrogate at character {exc.start}); "
+                    "expected UTF-8 text."
+                ) from None
 
     def from_bytes(self, data: bytes, source: str) -> Any:
         """One input from a file's (or stdin's) content; `source` names it in errors.

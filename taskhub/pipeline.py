@@ -186,6 +186,8 @@ class Pipeline:
         size = _check_batch_size(self.batch_size if batch_size is None else batch_size)
         places = list(range(len(items)) if positions is None else positions)
         bound = list(zip(self.plan.stages, self.plan.stage_params(params)))
+        if not items:  # params are checked above; no stage is asked to handle an empty batch
+            return []
         n_pre = len(self.manifest.preprocess)
         pre, rest = bound[:n_pre], bound[n_pre:]
         results: list[Any] = [None] * len(items)

@@ -114,6 +114,7 @@ def test_whisper_preprocessing_is_the_models_feature_extractor(whisper_model: Pa
     torch.testing.assert_close(ours, _whisper_inputs(whisper_model, read("numbers.wav")), rtol=0, atol=0)
 
 
+@pytest.mark.slow
 def test_whisper_greedy_equals_generate_and_the_transformers_pipeline(
     whisper,
     whisper_model: Path,  # noqa: F811
@@ -132,6 +133,7 @@ def test_whisper_greedy_equals_generate_and_the_transformers_pipeline(
         assert got["text"] == expected
 
 
+@pytest.mark.slow
 def test_whisper_sampling_controls_apply(whisper, whisper_model: Path) -> None:  # noqa: F811
     ours, model = whisper
     path = str(SPEECH["numbers.wav"])

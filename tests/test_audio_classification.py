@@ -51,6 +51,7 @@ def test_labels_and_scores_equal_the_transformers_pipeline(pipes) -> None:
         )
 
 
+@pytest.mark.slow
 def test_batches_of_equal_length_run_together_and_match_single_runs(pipes) -> None:
     ours, _ = pipes
     audio = read("numbers.wav")

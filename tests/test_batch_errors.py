@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+from fake_plugins import installed, write_manifest
 from fixtures_batch import read_records, reference_embeddings, write_job, write_jsonl, write_texts
 
 import taskhub
+from taskhub import hookimpl
 from taskhub.errors import BadInputError
 
 
@@ -111,3 +115,61 @@ def test_an_item_error_names_the_input_by_its_position_in_the_job(tmp_path: Path
     assert by_id["r3"]["error"]["message"].startswith("Input 3: sentences must be a non-empty list of strings")
     assert by_id["r4"]["error"]["message"].startswith("Input 4 is a int")
     assert all(by_id[f"r{n}"]["error"] is None for n in (0, 1, 2, 5))
+
+
+ODD_TASK = """
+task: odd-results
+modality: text
+input: text
+model_stage: {stage: odd.results}
+"""
+
+ODD_RESULTS = {"nan": float("nan"), "inf": float("-inf"), "bytes": b"\x00", "set": {1}, "object": object()}
+
+
+class OddResults:
+    """A plugin whose stage returns, for some inputs, results that JSON cannot hold."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    @hookimpl
+    def register_stages(self, register: Any) -> None:
+        register("odd.results", lambda items, params, ctx: [ODD_RESULTS.get(x, x.upper()) for x in items])
+
+    @hookimpl
+    def register_manifest_dirs(self, register: Any) -> None:
+        register(self.folder)
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
+def test_a_result_json_cannot_hold_fails_its_item_and_no_nan_reaches_a_record(tmp_path: Path, suffix: str) -> None:
+    write_manifest(tmp_path / "m", "odd", ODD_TASK)
+    values = ["first", *ODD_RESULTS, "last"]
+    write_jsonl(tmp_path / "in.jsonl", [{"id": v, "text": v} for v in values])
+    job = write_job(
+        tmp_path,
+        task="odd-results",
+        model=None,
+        output=f"out{suffix}",
+        inputs={"jsonl": "in.jsonl", "field": "text", "id_field": "id"},
+    )
+    with installed(OddResults(tmp_path / "m"), "odd"):
+        summary = taskhub.run_job(job, quiet=True)
+    assert (summary["done"], summary["failed"]) == (2, len(ODD_RESULTS))
+    if suffix == ".jsonl":  # strict JSON: Python's parser would accept NaN, this one does not
+        lines = (tmp_path / "out.jsonl").read_text().splitlines()
+        records = [json.loads(line, parse_constant=lambda name: pytest.fail(f"{name} in a record")) for line in lines]
+    else:
+        import pyarrow.parquet as pq
+
+        rows = pq.read_table(tmp_path / "out.parquet").to_pylist()
+        records = [{**r, "output": None if r["output"] is None else json.loads(r["output"]),
+                    "error": None if r["error"] is None else json.loads(r["error"])} for r in rows]  # fmt: skip
+    by_id = {r["id"]: r for r in records}
+    assert sorted(by_id) == sorted(values)
+    assert by_id["first"]["output"] == "FIRST" and by_id["last"]["output"] == "LAST"
+    for position, name in enumerate(ODD_RESULTS, 1):
+        error = by_id[name]["error"]
+        assert by_id[name]["output"] is None and error["type"] == "StageError"
+        assert error["message"].startswith(f"Input {position}: the result cannot be written as JSON")

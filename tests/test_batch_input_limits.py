@@ -230,3 +230,18 @@ def test_cli_run_takes_long_text_as_text_and_refuses_a_folder(
     assert main(["run", "feature-extraction", str(tmp_path)]) == 1
     lines = capsys.readouterr().err.strip().splitlines()
     assert lines == [f"error: {str(tmp_path)!r} is a folder; expected text, a file or -."]
+
+
+@pytest.mark.parametrize(
+    "line, problem",
+    [
+        ("[" * 100_000 + "]" * 100_000, "maximum recursion depth exceeded"),
+        ('{"text": ' + "9" * 5000 + "}", "4300 digits"),
+    ],
+)
+def test_a_jsonl_line_python_cannot_hold_stops_the_job_naming_the_line(tmp_path: Path, line: str, problem: str) -> None:
+    (tmp_path / "in.jsonl").write_text(json.dumps({"text": "fine"}) + "\n" + line + "\n")
+    job = write_job(tmp_path, inputs={"jsonl": "in.jsonl", "field": "text"})
+    with pytest.raises(BadInputError, match=rf"in\.jsonl:2: not valid JSON \(.*{problem}"):
+        taskhub.run_job(job, quiet=True)
+    assert not (tmp_path / "out.jsonl").exists()

@@ -21,6 +21,7 @@ SAMPLES = Path(__file__).resolve().parents[1] / "samples" / "text"
 JOBS = Path(__file__).resolve().parents[1] / "manifests" / "jobs"
 
 
+@pytest.mark.slow
 def test_file_job_records_match_sentence_transformers(tmp_path: Path) -> None:
     texts = write_texts(tmp_path / "docs" / "a", 5) | write_texts(tmp_path / "docs" / "b", 2, start=5)
     job = write_job(tmp_path, inputs={"files": "docs/**/*.txt"})

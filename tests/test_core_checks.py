@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import json
 import threading
 import time
 from pathlib import Path
@@ -266,3 +267,37 @@ def test_unexpected_failures_are_still_taskhub_errors(tmp_path, fresh_caches):
         assert isinstance(err.value.__cause__, ZeroDivisionError)
         with pytest.raises(ModelNotAvailableError, match="RuntimeError: size mismatch"):
             taskhub.run_task("faulty", "x", device="cpu")
+
+
+def test_text_with_an_unpaired_surrogate_is_a_bad_input_naming_it(probe):
+    with pytest.raises(BadInputError, match=r"^Input 1 is not valid Unicode \(an unpaired surrogate at character 2\)"):
+        taskhub.run_task("probe", ["fine", "ab\ud800c"])
+
+
+def test_cli_output_folder_is_checked_before_the_model_loads_and_json_results_say_so(probe, tmp_path, capsys):
+    missing = tmp_path / "no" / "such" / "speech.wav"
+    assert main(["run", "probe", "x", "--output", str(missing)]) == 1
+    assert (
+        capsys.readouterr().err
+        == f"error: --output {missing}: its folder does not exist; create it or choose another path.\n"
+    )
+    assert probe.sources == []  # refused before any model loaded
+    assert main(["run", "probe", "x", "y", "--json", "--output", str(tmp_path / "r.wav")]) == 0
+    out, err = capsys.readouterr()
+    assert [json.loads(line)["item"] for line in out.splitlines()] == ["x", "y"]
+    assert err == "warning: --output saves file-like results only; 'probe' gives JSON, printed here.\n"
+
+
+@pytest.mark.parametrize(
+    "value, problem",
+    [("[" * 5000, "RecursionError"), ("9" * 5000, "ValueError: Exceeds the limit (4300 digits)")],
+)
+def test_cli_param_values_python_cannot_hold_are_param_errors(probe, tmp_path, capsys, value, problem):
+    (tmp_path / "value.json").write_text(value)
+    for given, where in (
+        (value, "--param v"),
+        (f"@{tmp_path / 'value.json'}", f"--param v=@{tmp_path / 'value.json'}"),
+    ):
+        assert main(["run", "probe", "x", "--param", f"v={given}"]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {where}: value not usable ({problem}") and err.count("\n") == 1

@@ -157,3 +157,10 @@ def test_requests_beyond_the_memory_budget_are_refused(decoding_model_dirs, monk
     with pytest.raises(ParamError, match="TASKHUB_MAX_GENERATION_BYTES") as err:
         generate(decoding_model_dirs, max_new_tokens=200, num_beams=64)
     assert "num_beams" in str(err.value)
+
+
+def test_an_empty_list_is_no_inputs_and_its_params_are_still_checked(decoding_model_dirs):
+    model = str(decoding_model_dirs["gpt2"])
+    assert run_task("text-generation", [], model=model, max_new_tokens=4) == []
+    with pytest.raises(ParamError, match="seed"):
+        run_task("text-generation", [], model=model, seed=-1)

@@ -52,6 +52,7 @@ def check(result: list[dict], top_n: int) -> None:
     assert np.allclose([r["score"] for r in result], [s for _, s in expected], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_example_plugin_through_run_task(installed_example):
     code = (
         "import json; from taskhub import run_task; "
@@ -62,6 +63,7 @@ def test_example_plugin_through_run_task(installed_example):
     check(json.loads(done.stdout), 3)
 
 
+@pytest.mark.slow
 def test_example_plugin_through_cli(installed_example):
     done = subprocess.run(
         [sys.executable, "-m", "taskhub.cli", "run", "keywords", TEXT, "--json"],

@@ -116,6 +116,7 @@ def check_valid(kind: str, result: dict) -> None:
         assert re.fullmatch(r"\([1-9][0-9]?(,[1-9][0-9]?)*\)", text)
 
 
+@pytest.mark.slow
 def test_sampling_seeds_num_return_sequences_and_beams_stay_valid(decoding_model_dirs):
     pipe = pipeline("text-generation", str(decoding_model_dirs["llama"]), max_new_tokens=48, return_full_text=False)
     prompts = ["The quick brown fox", "Café crème"]

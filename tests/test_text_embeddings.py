@@ -72,6 +72,7 @@ def test_pooling_and_normalize_params(sbert: SentenceTransformer, embedder: task
     assert torch.allclose(torch.tensor(embedder(text, pooling="cls")), cls / cls.norm(), atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kernels", ["onednn", "portable"])
 def test_fused_encoder_equals_transformers_model_on_padded_batch(kernels: str, sbert: SentenceTransformer) -> None:
     def load(fused: bool) -> TextModel:

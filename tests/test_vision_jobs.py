@@ -56,6 +56,7 @@ def test_example_job_on_the_tiny_model_records_each_image(tmp_path: Path, vit_cl
         assert error["type"] == "BadInputError" and name in error["message"] and problem in error["message"]
 
 
+@pytest.mark.slow
 def test_cli_runs_an_image_task_on_file_paths(vit_classifier: Path, tmp_path: Path) -> None:  # noqa: F811
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"no pixels here")

@@ -26,6 +26,11 @@ LANGUAGES = {
 }  # fmt: skip
 
 
+# A model that states no input length (T5's relative positions) still pays attention memory growing with the
+# square of the source: a 100k-character source would ask for tens of GB. Its sources stop here.
+UNSTATED_SOURCE_LIMIT = 4096
+
+
 @dataclass
 class Source:
     """One source text, tokenized for the encoder."""
@@ -65,8 +70,8 @@ def encode_sources(model: TextGenModel, texts: list[str], defaults: dict[str, An
         model.config.get("max_position_embeddings"),
         model.config.get("n_positions"),
     ]
-    limit = min((int(x) for x in limits if isinstance(x, int) and 0 < x < 1_000_000), default=None)
-    encoded = model.tokenizer(texts, truncation=limit is not None, max_length=limit)["input_ids"]
+    limit = min((int(x) for x in limits if isinstance(x, int) and 0 < x < 1_000_000), default=UNSTATED_SOURCE_LIMIT)
+    encoded = model.tokenizer(texts, truncation=True, max_length=limit)["input_ids"]
     return [Source(list(ids), defaults) for ids in encoded]
 
 

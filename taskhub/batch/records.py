@@ -10,7 +10,8 @@ from itertools import islice
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from ..errors import BadInputError
+from ..api import to_json
+from ..errors import BadInputError, StageError
 from ..pipeline import Pipeline
 from ..plugins import get_registry
 from .progress import Progress
@@ -113,6 +114,12 @@ def run_batch(pipe: Pipeline, spec: WorkSpec, items: list[Item]) -> list[dict[st
                 except Exception as exc:
                     errors[i] = _error(exc)
                 seconds[i] = time.perf_counter() - alone
+    for i in list(outputs):
+        try:
+            to_json(outputs[i])  # what the writer will do: a result JSON cannot hold fails its item alone
+        except StageError as exc:
+            errors[i] = _error(StageError(f"Input {places[i]}: {exc}"))
+            del outputs[i]
     elapsed = time.perf_counter() - start
     return [
         {
