@@ -164,3 +164,18 @@ def test_an_empty_list_is_no_inputs_and_its_params_are_still_checked(decoding_mo
     assert run_task("text-generation", [], model=model, max_new_tokens=4) == []
     with pytest.raises(ParamError, match="seed"):
         run_task("text-generation", [], model=model, seed=-1)
+
+
+@pytest.mark.slow
+def test_a_source_for_a_model_stating_no_length_stops_at_4096_tokens(decoding_model_dirs):
+    """T5 (relative positions) states no input length; a 100k-character source once asked for ~29 GB of attention."""
+    model = str(decoding_model_dirs["t5"])
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    source = "word " * 20_000
+    assert len(tokenizer(source)["input_ids"]) > 4096
+    first = tokenizer(source, truncation=True, max_length=4096)["input_ids"]
+    kept = tokenizer.decode(first, skip_special_tokens=True)
+    assert tokenizer(kept)["input_ids"] == first  # `kept` is exactly the first 4096 tokens
+    assert run_task("text2text-generation", source, model=model, max_new_tokens=4) == run_task(
+        "text2text-generation", kept, model=model, max_new_tokens=4
+    )

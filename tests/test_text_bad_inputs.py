@@ -52,6 +52,16 @@ def test_fill_mask_without_mask_says_which_token_is_missing(text_models: dict[st
             run("fill-mask", text, text_models)
 
 
+def test_fill_mask_top_k_beyond_the_vocabulary_gives_the_whole_vocabulary(text_models: dict[str, Path]) -> None:
+    fill = transformers.pipeline("fill-mask", model=str(text_models["mlm"]), device="cpu")
+    vocab = fill.tokenizer.vocab_size
+    expected = fill("a [MASK] here", top_k=vocab)
+    got = run("fill-mask", "a [MASK] here", text_models, top_k=10**9)
+    assert len(got) == vocab == len(expected)
+    assert [g["token"] for g in got[:20]] == [e["token"] for e in expected[:20]]
+    assert [g["score"] for g in got[:20]] == pytest.approx([e["score"] for e in expected[:20]], abs=1e-5)
+
+
 def test_huge_text_is_truncated_to_the_context(text_models: dict[str, Path]) -> None:
     classifier = transformers.pipeline("text-classification", model=str(text_models["classifier"]), device="cpu")
     [ours] = run("text-classification", HUGE, text_models)
@@ -72,6 +82,9 @@ def test_huge_text_is_truncated_to_the_context(text_models: dict[str, Path]) -> 
     [
         ({"candidate_labels": []}, "candidate_labels"),
         ({"candidate_labels": ["a"], "hypothesis_template": "no slot"}, "no {}"),
+        ({"candidate_labels": ["a"], "hypothesis_template": "{} or {}"}, "exactly one {}"),
+        ({"candidate_labels": ["a"], "hypothesis_template": "{0.__class__}"}, "exactly one {}"),
+        ({"candidate_labels": ["a"], "hypothesis_template": "about {"}, "not a valid template"),
     ],
 )
 def test_zero_shot_needs_labels_and_a_template_slot(

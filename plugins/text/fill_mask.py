@@ -101,7 +101,7 @@ def fill_candidates(items: list[MaskProbs], params: FillParams, ctx: StageContex
     results = []
     for item in items:
         probs = item.probs if targets is None else item.probs[..., targets]
-        values, predictions = probs.topk(top_k)
+        values, predictions = probs.topk(min(top_k, probs.shape[-1]))  # a top_k beyond the vocabulary: all of it
         single = len(item.masked.positions) == 1
         per_mask = []
         for position, mask_values, mask_predictions in zip(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import string
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,14 +31,31 @@ class LabelPairs:
     sort_length = property(__len__)  # the explicit key the core sorts batches by
 
 
+def check_template(template: str) -> None:
+    """The template must hold one bare {} and no other field: `str.format` would otherwise fail on a missing
+    argument, or reach into the label's attributes ("{0.__class__}")."""
+    try:
+        fields = [(name, spec, conversion) for _, name, spec, conversion in string.Formatter().parse(template)]
+    except ValueError as exc:  # a lone { or }
+        raise BadInputError(
+            f"hypothesis_template {template!r} is not a valid template ({exc}); write {{{{ for a literal {{."
+        ) from None
+    fields = [field for field in fields if field[0] is not None]
+    if not fields:
+        raise BadInputError(f"hypothesis_template {template!r} has no {{}} where the label goes.")
+    if fields != [("", "", None)]:
+        raise BadInputError(
+            f"hypothesis_template {template!r} must hold exactly one {{}} where the label goes and no other {{...}} field."
+        )
+
+
 def nli_pairs(items: list[Any], params: PairParams, ctx: StageContext) -> list[LabelPairs]:
     """Premise = the text (truncated first when too long), hypothesis = the template filled with a label."""
     check_texts(items)
     labels = params.candidate_labels
     if not labels:
         raise BadInputError("zero-shot-classification needs candidate_labels=[...] (at least one label).")
-    if params.hypothesis_template.format(labels[0]) == params.hypothesis_template:
-        raise BadInputError(f"hypothesis_template {params.hypothesis_template!r} has no {{}} where the label goes.")
+    check_template(params.hypothesis_template)
     tokenizer = ctx.model.tokenizer
     hypotheses = [params.hypothesis_template.format(label) for label in labels]
     pairs = []
