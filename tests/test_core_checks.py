@@ -290,7 +290,8 @@ def test_cli_output_folder_is_checked_before_the_model_loads_and_json_results_sa
 
 @pytest.mark.parametrize(
     "value, problem",
-    [("[" * 5000, "RecursionError"), ("9" * 5000, "ValueError: Exceeds the limit (4300 digits)")],
+    [("[" * 1200, "RecursionError"), ("9" * 5000, "ValueError: Exceeds the limit (4300 digits)")],
+    ids=["deep", "huge-int"],
 )
 def test_cli_param_values_python_cannot_hold_are_param_errors(probe, tmp_path, capsys, value, problem):
     (tmp_path / "value.json").write_text(value)
