@@ -174,7 +174,8 @@ def cmd_manifest_validate(args: argparse.Namespace) -> int:
             print(f"{path}: ok ({kind} manifest)")
         except TaskhubError as exc:
             failed += 1
-            print(f"{path}: {exc}", file=sys.stderr)
+            message = _one_line(exc)
+            print(message if message.startswith(f"{path}:") else f"{path}: {message}", file=sys.stderr)
     return 1 if failed else 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import stat
 from pathlib import Path
 from typing import Any, Literal
 
@@ -237,7 +238,11 @@ def read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
     """Safe-load a YAML file: syntax errors, duplicate keys, deep nesting and huge integers are
     ManifestErrors naming the file (and line where there is one)."""
     try:
-        if path.stat().st_size > MAX_MANIFEST_BYTES:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):  # reading a FIFO would block until someone writes to it
+            what = "a folder" if stat.S_ISDIR(info.st_mode) else "not a regular file (a FIFO, socket or device)"
+            raise ManifestError(f"{path}: {what}; a manifest is a YAML file")
+        if info.st_size > MAX_MANIFEST_BYTES:
             raise ManifestError(f"{path}: manifest larger than {MAX_MANIFEST_BYTES} bytes")
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:

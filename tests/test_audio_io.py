@@ -39,7 +39,6 @@ def test_bytes_equal_path_and_bare_array_is_taken_at_the_model_rate() -> None:
     assert len(load_audio(wav, 0, 8000)) == len(wav)  # no sampling_rate given: no resampling
 
 
-@pytest.mark.slow  # librosa's first resample compiles with numba: seconds
 def test_dict_input_is_resampled_with_librosa() -> None:
     wav = read("numbers.wav")
     low = librosa.resample(wav, orig_sr=16000, target_sr=8000)

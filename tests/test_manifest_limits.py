@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -75,3 +76,21 @@ def test_validate_checks_stage_params_with_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"{path}:7: preprocess.0.params.max_lenght: Extra inputs are not permitted" in err
     assert f"{path}:11: postprocess.0.params.pooling" in err and "'mean'" in err
+
+
+def test_a_fifo_or_folder_named_as_a_manifest_is_an_error_not_a_hang(tmp_path, capsys):
+    from test_batch_input_limits import _unblock_later
+
+    fifo = tmp_path / "job.yaml"
+    os.mkfifo(fifo)
+    _unblock_later(fifo)  # should a reader block, this ends the read and the asserts below fail instead
+    assert main(["manifest", "validate", str(fifo), str(tmp_path)]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"{fifo}: not a regular file (a FIFO, socket or device); a manifest is a YAML file",
+        f"{tmp_path}: a folder; a manifest is a YAML file",
+    ]
+    assert main(["batch", str(fifo)]) == 1
+    assert (
+        capsys.readouterr().err
+        == f"error: {fifo}: not a regular file (a FIFO, socket or device); a manifest is a YAML file\n"
+    )
