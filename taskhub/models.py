@@ -61,9 +61,14 @@ class ModelSource:
 
 def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
     """`"bfloat16"`, `"bf16"`, a torch.dtype or None (the model's own)."""
-    if dtype is None or not isinstance(dtype, str):
-        return dtype
-    if dtype not in DTYPE_NAMES:
+    if dtype is None:
+        return None
+    if not isinstance(dtype, str):
+        import torch
+
+        if isinstance(dtype, torch.dtype):
+            return dtype
+    if not isinstance(dtype, str) or dtype not in DTYPE_NAMES:
         raise ParamError(f"Unknown dtype {dtype!r}. Expected one of: {', '.join(DTYPE_NAMES)}")
     import torch
 

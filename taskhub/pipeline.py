@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -121,13 +122,14 @@ class Pipeline:
         batch_size: int | None = None,
         **params: Any,
     ) -> None:
+        _check_arguments(model, revision, trust_remote_code, allow_pickle)
         self.plan = TaskPlan(task, params)
         self.manifest = self.plan.manifest
         self.task = self.plan.task
         self.batch_size = _check_batch_size(self.manifest.batching.batch_size if batch_size is None else batch_size)
         self.device = resolve_device(device)
         self.dtype = parse_dtype(dtype)
-        self.model_id = model or self.manifest.model.default
+        self.model_id = os.fspath(model) if model else self.manifest.model.default
         self.model_key: tuple[Any, ...] | None = None  # the model cache's key of self.model
         self.model = self._load_model(revision, trust_remote_code, allow_pickle)
         self.context = StageContext(self.model, self.manifest, self.device, self.dtype, self.model_id)
@@ -282,3 +284,14 @@ def sort_length(item: Any) -> int:
     Items without one keep their input order; nothing else about an item is guessed (no len())."""
     length = getattr(item, "sort_length", 0)
     return length if isinstance(length, int) and not isinstance(length, bool) else 0
+
+
+def _check_arguments(model: Any, revision: Any, trust_remote_code: Any, allow_pickle: Any) -> None:
+    """Wrong types are ParamErrors up front; a safety flag must be a real bool ("false" is a truthy string)."""
+    if model is not None and not isinstance(model, (str, os.PathLike)):
+        raise ParamError(f"model must be a hub id or a folder path, got {type(model).__name__} {model!r}")
+    if revision is not None and not isinstance(revision, str):
+        raise ParamError(f"revision must be a string (a branch, tag or commit), got {revision!r}")
+    for name, flag in (("trust_remote_code", trust_remote_code), ("allow_pickle", allow_pickle)):
+        if not isinstance(flag, bool):
+            raise ParamError(f"{name} must be True or False, got {flag!r}")

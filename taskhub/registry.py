@@ -214,6 +214,8 @@ class Registry:
     def task(self, name: str) -> tuple[TaskEntry, dict[str, str]]:
         """The task called `name` (or an alias, or matching a task's `name_pattern`), and the
         params that the pattern's named groups give (``translation_en_to_de`` -> src/tgt)."""
+        if not isinstance(name, str):
+            raise UnknownTaskError(f"A task is named by a string, got {name!r}; `taskhub tasks` lists them.")
         canonical = self._aliases.get(name)
         if canonical is not None:
             return self._tasks[canonical], {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import re
 import threading
 import time
 from pathlib import Path
@@ -302,3 +303,22 @@ def test_cli_param_values_python_cannot_hold_are_param_errors(probe, tmp_path, c
         assert main(["run", "probe", "x", "--param", f"v={given}"]) == 1
         err = capsys.readouterr().err
         assert err.startswith(f"error: {where}: value not usable ({problem}") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        ({"task": None}, taskhub.UnknownTaskError, "A task is named by a string, got None"),
+        ({"model": 5}, ParamError, "model must be a hub id or a folder path, got int 5"),
+        ({"revision": 5}, ParamError, "revision must be a string"),
+        ({"dtype": 5}, ParamError, "Unknown dtype 5"),
+        ({"trust_remote_code": "false"}, ParamError, "trust_remote_code must be True or False, got 'false'"),
+        ({"allow_pickle": 1}, ParamError, "allow_pickle must be True or False, got 1"),
+    ],
+    ids=["task", "model", "revision", "dtype", "trust_remote_code", "allow_pickle"],
+)
+def test_arguments_of_the_wrong_type_are_param_errors_before_any_load(probe, kwargs, error, message):
+    call = {"task": "probe", "inputs": "x", **kwargs}
+    with pytest.raises(error, match=f"^{re.escape(message)}"):
+        taskhub.run_task(**call)
+    assert probe.sources == []  # nothing was loaded, and a truthy string never reached a loader as a yes
