@@ -1,7 +1,8 @@
 """Input kinds come from plugins: how the CLI, batch jobs and the server read an input of each kind.
 
-A chat file is JSON (a list of messages) for the CLI and for batch jobs alike; a plugin's own kind
-reads its files the same way on both paths."""
+A chat file is read like chat text on the command line, for the CLI and for batch jobs alike: a JSON
+list of messages is a conversation, any other text is the prompt. A plugin's own kind reads its files
+the same way on both paths."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ def chat_reply(model: Any, tokenizer: Any, chat: list[dict[str, str]]) -> str:
     return tokenizer.decode(out[0, len(ids) :], skip_special_tokens=True)
 
 
-def test_a_chat_file_is_a_json_conversation_in_the_cli_and_in_a_batch_job(
+def test_a_chat_file_is_a_json_conversation_or_a_prompt_in_the_cli_and_in_a_batch_job(
     tmp_path: Path,
     decoding_models,
     decoding_model_dirs,
@@ -43,25 +44,31 @@ def test_a_chat_file_is_a_json_conversation_in_the_cli_and_in_a_batch_job(
     chats = tmp_path / "chats"
     chats.mkdir()
     (chats / "dessert.json").write_text(json.dumps(CHAT))
-    (chats / "prompt.txt").write_text("Name a dessert.")  # not JSON: not a chat file
+    (chats / "prompt.txt").write_text("Name a dessert.")  # not JSON: the prompt itself
+    (chats / "latin1.txt").write_bytes("Cr\xe8me br\xfbl\xe9e".encode("latin-1"))  # not UTF-8: refused
     model_dir = str(decoding_model_dirs["llama"])
     run = ["run", "text-generation", "--model", model_dir, "--param", "max_new_tokens=8", "--json"]
 
     assert main([*run, str(chats / "dessert.json")]) == 0
     assert json.loads(capsys.readouterr().out) == expected
-    assert main([*run, str(chats / "prompt.txt")]) == 1
+    ids = tokenizer("Name a dessert.", return_tensors="pt").input_ids
+    out = model.generate(ids, max_new_tokens=8, do_sample=False, pad_token_id=PAD)
+    prompt_expected = [{"generated_text": tokenizer.decode(out[0], skip_special_tokens=True)}]
+    assert main([*run, str(chats / "prompt.txt")]) == 0
+    assert json.loads(capsys.readouterr().out) == prompt_expected
+    assert main([*run, str(chats / "latin1.txt")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith(f"error: {chats / 'prompt.txt'} is not readable JSON")
-    assert "expected a list of {'role', 'content'} messages as JSON" in err[0]
+    assert len(err) == 1 and err[0].startswith(f"error: {chats / 'latin1.txt'} is not UTF-8 text")
 
     job = write_job(
         tmp_path, task="text-generation", model=model_dir, params={"max_new_tokens": 8}, inputs={"files": "chats/*"}
     )
     summary = taskhub.run_job(job)
-    assert (summary["done"], summary["failed"]) == (1, 1)
+    assert (summary["done"], summary["failed"]) == (2, 1)
     records = {r["id"]: r for r in read_records(tmp_path / "out.jsonl")}
     assert records["dessert.json"]["output"] == expected and records["dessert.json"]["error"] is None
-    error = records["prompt.txt"]["error"]
+    assert records["prompt.txt"]["output"] == prompt_expected
+    error = records["latin1.txt"]["error"]
     assert error["type"] == "BadInputError" and error["message"] == err[0].removeprefix("error: ")
 
 

@@ -6,7 +6,7 @@ import json
 from collections.abc import Callable
 from importlib.resources import files
 
-from taskhub import read_json
+from taskhub import read_utf8
 from taskhub.hookspecs import hookimpl
 
 from .config import GenerationConfig
@@ -46,12 +46,12 @@ def is_conversation(value: object) -> bool:
 
 
 def read_chat(data: bytes, source: str) -> object:
-    """A chat file (a CLI INPUT file, stdin, a job's `files:` item) is JSON: a list of messages, or a mapping of fields."""
-    return read_json(data, source, "a list of {'role', 'content'} messages")
+    """A chat file (a CLI INPUT file, stdin, a job's `files:` item) is read like chat text on the command line."""
+    return parse_chat(read_utf8(data, source))
 
 
 def parse_chat(text: str) -> object:
-    """Chat text on the command line: a JSON list of messages or mapping if it is one, else the prompt itself."""
+    """Chat text: a JSON list of messages or mapping if it is one, else the prompt itself (so a prompt file just works)."""
     try:
         value = json.loads(text)
     except json.JSONDecodeError:
