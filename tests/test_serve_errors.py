@@ -14,7 +14,9 @@ import pytest
 from fixtures_decoding import decoding_model_dirs  # noqa: F401
 from fixtures_serve import LiveServer, running_server
 
-from taskhub.serve import ServedModel, ServeSettings
+import taskhub
+from taskhub.cli import build_parser
+from taskhub.serve import ServedModel, ServeSettings, settings_from_args
 
 KEY = "sekrit-key"
 CHAT = [{"role": "user", "content": "The quick brown fox"}]
@@ -143,3 +145,29 @@ def test_full_queue_is_429_with_retry_after(llama: str) -> None:
             assert exc.status_code == 429 and exc.response.headers["retry-after"] == "1"
             assert exc.body["type"] == "rate_limit_error" and exc.body["code"] == "queue_full"
         assert live.metric("taskhub_running_requests") == live.metric("taskhub_queue_depth") == 0
+
+
+def test_cli_flags_and_secure_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TASKHUB_API_KEY", "from-env")
+    defaults = settings_from_args(build_parser().parse_args(["serve"]))
+    assert defaults.host == "127.0.0.1" and defaults.api_key == "from-env" and not defaults.allow_local_files
+    args = ["serve", "--model", "m1", "--model", "feature-extraction=m2", "--task", "text-generation",
+            "--api-key", "k", "--max-queue", "3", "--max-body-bytes", "1000", "--timeout", "5", "--grace", "2"]  # fmt: skip
+    settings = settings_from_args(build_parser().parse_args(args))
+    assert settings.models == (ServedModel("text-generation", "m1"), ServedModel("feature-extraction", "m2"))
+    assert (settings.tasks, settings.api_key, settings.max_queue, settings.max_body_bytes) == (
+        ("text-generation",), "k", 3, 1000)  # fmt: skip
+    assert (settings.timeout_s, settings.grace_s) == (5.0, 2.0)
+    with pytest.raises(taskhub.TaskhubError, match="--max-body-bytes"):
+        settings_from_args(build_parser().parse_args(["serve", "--max-body-bytes", "0"]))
+
+
+def test_values_the_task_refuses_are_400_even_when_streaming(client: openai.OpenAI, llama: str) -> None:
+    for stream in (False, True):  # the SSE response starts only once the first chunk exists
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.chat.completions.create(model=llama, messages=CHAT, stream=stream, extra_body={"top_k": -3})
+        assert_openai_error({"error": caught.value.body})
+        assert "top_k" in caught.value.body["message"]
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.chat.completions.create(model=llama, messages=CHAT, stream=stream, n=2, temperature=0)
+        assert "greedy" in caught.value.body["message"]

@@ -150,6 +150,74 @@ def test_chat_logprobs(client: openai.OpenAI, models: dict[str, str]) -> None:
     assert all(len(t.top_logprobs) == 3 and t.top_logprobs[0].logprob >= t.top_logprobs[-1].logprob for t in content)
 
 
+def test_streamed_chat_logprobs_come_with_each_chunk(client: openai.OpenAI, models: dict[str, str]) -> None:
+    args = dict(model=models["llama"], messages=CHAT, max_tokens=12, temperature=0.9, seed=4)
+    chunks = [
+        c for c in client.chat.completions.create(**args, logprobs=True, top_logprobs=2, stream=True) if c.choices
+    ]
+    expected = offline(models["llama"], CHAT, max_new_tokens=12, do_sample=True, temperature=0.9, seed=4, logprobs=2)
+    with_text = [c.choices[0] for c in chunks if c.choices[0].delta.content]
+    assert len(with_text) > 1  # a real stream, not one chunk at the end
+    assert all(c.logprobs is not None and len(c.logprobs.content) >= 1 for c in with_text)  # each chunk its own tokens
+    streamed = [t for c in chunks if c.choices[0].logprobs for t in c.choices[0].logprobs.content]
+    assert [t.logprob for t in streamed] == [step["logprob"] for step in expected["logprobs"]]
+    tokenizer = AutoTokenizer.from_pretrained(models["llama"])
+    assert [t.token for t in streamed] == [tokenizer.decode([s["token_id"]]) for s in expected["logprobs"]]
+    assert [[x.logprob for x in t.top_logprobs] for t in streamed] == [
+        [x["logprob"] for x in s["top_logprobs"]] for s in expected["logprobs"]
+    ]
+    whole = client.chat.completions.create(**args, logprobs=True, top_logprobs=2)
+    assert [t.model_dump() for t in streamed] == [t.model_dump() for t in whole.choices[0].logprobs.content]
+
+
+def test_streamed_completion_logprobs_with_a_stop_string(client: openai.OpenAI, models: dict[str, str]) -> None:
+    args = dict(model=models["gpt2"], prompt="The quick", max_tokens=14, temperature=0, logprobs=1)
+    free = client.completions.create(**args)
+    stop = free.choices[0].text[6:9]  # reached mid-reply: the text a stop string might still cut is held back
+    whole = client.completions.create(**args, stop=stop)
+    chunks = list(client.completions.create(**args, stop=stop, stream=True))
+    assert "".join(c.choices[0].text for c in chunks) == whole.choices[0].text
+    with_text = [c.choices[0] for c in chunks if c.choices[0].text]
+    assert len(with_text) > 1 and all(c.logprobs and c.logprobs.token_logprobs for c in with_text)
+    joined = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
+    for chunk in chunks:
+        for key, values in (chunk.choices[0].logprobs.model_dump() if chunk.choices[0].logprobs else {}).items():
+            joined[key] += values
+    assert joined == whole.choices[0].logprobs.model_dump()
+    expected = offline(models["gpt2"], "The quick", max_new_tokens=14, do_sample=False, logprobs=1, stop=[stop])
+    assert joined["token_logprobs"] == [step["logprob"] for step in expected["logprobs"]]
+
+
+def test_penalties_logit_bias_and_max_completion_tokens_equal_run_task(
+    client: openai.OpenAI, models: dict[str, str]
+) -> None:
+    reply = client.chat.completions.create(
+        model=models["llama"],
+        messages=CHAT,
+        max_completion_tokens=9,
+        temperature=0.8,
+        seed=9,
+        presence_penalty=1.5,
+        frequency_penalty=0.7,
+        logit_bias={"5": 3.0, "6": -100},
+    )
+    expected = offline(
+        models["llama"],
+        CHAT,
+        max_new_tokens=9,
+        do_sample=True,
+        temperature=0.8,
+        seed=9,
+        presence_penalty=1.5,
+        frequency_penalty=0.7,
+        logit_bias={5: 3.0, 6: -100.0},
+    )
+    assert reply.choices[0].message.content == expected["generated_text"]
+    assert reply.usage.completion_tokens == expected["generated_tokens"]
+    plain = offline(models["llama"], CHAT, max_new_tokens=9, do_sample=True, temperature=0.8, seed=9)
+    assert plain["generated_text"] != expected["generated_text"]  # the controls did change the output
+
+
 def test_extra_taskhub_controls_pass_through(client: openai.OpenAI, models: dict[str, str]) -> None:
     reply = client.chat.completions.create(
         model=models["llama"],

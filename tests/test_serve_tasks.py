@@ -93,3 +93,13 @@ def test_tasks_listing(server: LiveServer, vit_classifier: Path) -> None:  # noq
     assert set(rows) == {e.manifest.task for e in taskhub.get_registry().tasks()}
     assert rows["image-classification"]["models"] == [str(vit_classifier)]
     assert rows["feature-extraction"]["models"] == ["sentence-transformers/all-MiniLM-L6-v2"]
+
+
+def test_allow_local_files_lets_inputs_name_server_files(vit_classifier: Path, png, tmp_path: Path) -> None:  # noqa: F811
+    image, data = png
+    (tmp_path / "cat.png").write_bytes(data)
+    settings = ServeSettings(models=(ServedModel("image-classification", str(vit_classifier)),), allow_local_files=True)
+    with running_server(settings) as live:
+        status, body = post(live, "/v1/tasks/image-classification", {"inputs": str(tmp_path / "cat.png")})
+    assert status == 200
+    assert body["outputs"] == taskhub.run_task("image-classification", image, model=str(vit_classifier))

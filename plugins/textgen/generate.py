@@ -65,21 +65,32 @@ class LogprobRecorder:
         chosen = torch.stack(self.chosen, dim=1).tolist()  # [B, steps]
         top_ids = torch.stack(self.top_ids, dim=1).tolist() if self.top_n else None  # [B, steps, N]
         top_values = torch.stack(self.top_values, dim=1).tolist() if self.top_n else None
-        out = []
-        for b, row in enumerate(ids.tolist()):
-            out.append(
-                [
-                    {
-                        "token_id": token,
-                        "logprob": chosen[b][t],
-                        "top_logprobs": [{"token_id": i, "logprob": v} for i, v in zip(top_ids[b][t], top_values[b][t])]
-                        if top_ids is not None
-                        else [],
-                    }
-                    for t, token in enumerate(row)
-                ]
-            )
-        return out
+        return [
+            [
+                _record(token, chosen[b][t], top_ids[b][t] if top_ids else [], top_values[b][t] if top_values else [])
+                for t, token in enumerate(row)
+            ]
+            for b, row in enumerate(ids.tolist())
+        ]
+
+    def last_step(self, ids: list[int]) -> list[dict]:
+        """Per row, the record of the step just recorded (`ids` [B] its chosen ids): streams hand them
+        out with their text, and they equal what `rows()` gives for that step."""
+        chosen = self.chosen[-1].tolist()
+        top_ids = self.top_ids[-1].tolist() if self.top_n else None
+        top_values = self.top_values[-1].tolist() if self.top_n else None
+        return [
+            _record(token, chosen[b], top_ids[b] if top_ids else [], top_values[b] if top_values else [])
+            for b, token in enumerate(ids)
+        ]
+
+
+def _record(token: int, logprob: float, top_ids: list[int], top_values: list[float]) -> dict:
+    return {
+        "token_id": token,
+        "logprob": logprob,
+        "top_logprobs": [{"token_id": i, "logprob": v} for i, v in zip(top_ids, top_values)],
+    }
 
 
 class SamplingRun:
@@ -88,7 +99,8 @@ class SamplingRun:
     Rows that have finished keep receiving the pad id (transformers does the same), so the
     backend always sees a full batch. After iteration, `results()` gives the sequences.
     With `stream_text=True` (or stop strings) each row has a TextStream whose `take()`
-    returns text deltas that a stop string can no longer remove.
+    returns text deltas that a stop string can no longer remove; with logprobs too, each delta
+    carries the logprob records of its tokens (a TextDelta).
     """
 
     def __init__(
@@ -134,6 +146,7 @@ class SamplingRun:
             if tokenizer is not None and (stream_text or config.stop)
             else None
         )
+        self.stream_logprobs = stream_text and self.logprobs is not None and self.streams is not None
         self.unfinished = torch.ones(rows, dtype=torch.bool, device=self.device)
         self.lengths = torch.full((rows,), config.max_new_tokens, dtype=torch.long, device=self.device)
         self.reasons = torch.full((rows,), LENGTH, dtype=torch.long, device=self.device)
@@ -201,8 +214,9 @@ class SamplingRun:
         if self.streams is not None:
             active = self.unfinished if done is None else self.unfinished & ~done
             stopped = []
+            records = self.logprobs.last_step(next_ids.tolist()) if self.stream_logprobs and self.logprobs else None
             for row, token in zip(active.nonzero()[:, 0].tolist(), next_ids[active].tolist()):
-                self.streams[row].push(token)
+                self.streams[row].push(token, records[row] if records is not None else None)
                 if self.streams[row].stopped:
                     stopped.append(row)
             if stopped:

@@ -109,21 +109,41 @@ class StopFilter:
         return "" if self.stopped else text
 
 
+class TextDelta(str):
+    """A streamed text delta that also carries the logprob records of the tokens it covers.
+
+    A str, so every reader of text deltas keeps working; readers that want per-chunk logprobs
+    (the OpenAI server) read `records`: one {token_id, logprob, top_logprobs} per token, in order.
+    """
+
+    records: list[dict[str, Any]]
+
+
 class TextStream:
-    """One row's streamed text: detokenizer followed by the stop filter."""
+    """One row's streamed text: detokenizer followed by the stop filter.
+
+    Tokens may be pushed with their logprob record; `take()` then returns a TextDelta whose
+    records are those of the tokens pushed since the last non-empty delta (text a token could not
+    finish yet, held bytes or a possible stop string, carries its record on to the next delta).
+    """
 
     def __init__(self, tokenizer: Any, stops: list[str], include_stop: bool, context: Sequence[int] = ()) -> None:
         self.detokenizer = IncrementalDetokenizer(tokenizer, context)
         self.filter = StopFilter(stops, include_stop)
         self.pending: list[str] = []
+        self.records: list[dict[str, Any]] | None = None  # set on the first push with a record
 
     @property
     def stopped(self) -> bool:
         """A stop string has been seen."""
         return self.filter.stopped
 
-    def push(self, token_id: int) -> None:
-        """Add a generated token; its final text (if any) is queued for `take`."""
+    def push(self, token_id: int, record: dict[str, Any] | None = None) -> None:
+        """Add a generated token (and its logprob record); its final text (if any) is queued for `take`."""
+        if record is not None:
+            if self.records is None:
+                self.records = []
+            self.records.append(record)
         delta = self.filter.push(self.detokenizer.push(token_id))
         if delta:
             self.pending.append(delta)
@@ -135,10 +155,14 @@ class TextStream:
             self.pending.append(delta)
 
     def take(self) -> str:
-        """Text queued since the last call."""
+        """Text queued since the last call; a TextDelta with its tokens' records when tokens came with records."""
         text = "".join(self.pending)
         self.pending.clear()
-        return text
+        if not text or self.records is None:
+            return text
+        delta = TextDelta(text)
+        delta.records, self.records = self.records, []
+        return delta
 
 
 def tail_has_stop(tokenizer: Any, generated: list[int], stops: list[str]) -> bool:

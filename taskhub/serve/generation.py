@@ -1,8 +1,7 @@
-"""The server's one call into text generation: today a shared Pipeline's stream, later the engine's handle.
+"""The server's one call into text generation: a shared Pipeline's stream (an engine request handle for
+native decoders, whose concurrent requests share decode steps).
 
-Everything model-side the HTTP layer needs goes through here, so switching to the continuous-batching
-engine (`taskhub_textgen.api` engine.submit -> handle with result, delta iterator, cancel) changes
-`Submission` only.
+Everything model-side the HTTP layer needs goes through here.
 """
 
 from __future__ import annotations
@@ -29,17 +28,33 @@ class Choice:
 
 
 @dataclass
+class Delta:
+    """Text of one choice as it is decoded, with the logprobs of the tokens it covers (when asked for)."""
+
+    index: int
+    text: str
+    logprobs: list[dict[str, Any]] | None = None
+
+
+@dataclass
 class Outcome:
     choices: list[Choice]
     prompt_tokens: int
+    decoder_tpot_s: float | None = None  # the first sequence's time per output token, timed by the decoder
+
+
+def engine_of(pipe: Pipeline) -> Any:
+    """The continuous-batching engine behind a text-generation Pipeline, or None (static batches)."""
+    engine = getattr(pipe.model, "engine", None)
+    return engine() if callable(engine) else None
 
 
 class Submission:
     """One generation request on a shared Pipeline.
 
     Iterate `deltas()` in a worker thread (it blocks while decoding), then read `outcome()`.
-    `cancel()`, from any thread, stops the decoding at the next token: a stream decodes only
-    while it is pulled, so not pulling it is what stops the work.
+    `cancel()`, from any thread, stops the decoding: an engine request is cancelled at once (every
+    one of its n sequences, their KV blocks freed); a static stream is simply no longer pulled.
     """
 
     def __init__(self, pipe: Pipeline, prompt: Any, params: dict[str, Any], n: int = 1) -> None:
@@ -49,9 +64,10 @@ class Submission:
         self._stream: Any = None
 
     def cancel(self) -> None:
-        """Stop the work: an engine request handle is cancelled at once (its KV blocks freed, its
-        reader woken); a static pipeline stream is simply no longer pulled."""
         self._cancelled.set()
+        self._stop_stream()
+
+    def _stop_stream(self) -> None:
         cancel = getattr(self._stream, "cancel", None)  # engine handles: thread-safe, frees the blocks
         if callable(cancel):
             cancel()
@@ -60,34 +76,47 @@ class Submission:
     def cancelled(self) -> bool:
         return self._cancelled.is_set()
 
-    def deltas(self) -> Iterator[tuple[int, str]]:
-        """(choice index, text) as decoded; n > 1 runs as one batch and yields each choice whole at the end."""
-        if self.n > 1:
+    def deltas(self) -> Iterator[Delta]:
+        """The choices' text as decoded. The first sequence streams token by token; with n > 1 the
+        others follow whole when the request ends (one engine request decodes all n together)."""
+        if self.n > 1 and not self._streams_n():
             yield from self._batched()
             return
-        stream = self._stream = self.pipe(self.prompt, stream=True, **self.params)
+        extra = {"num_return_sequences": self.n} if self.n > 1 else {}
+        stream = self._stream = self.pipe(self.prompt, stream=True, **extra, **self.params)
+        ended = False
         try:
+            if self._cancelled.is_set():  # cancelled while the request was being submitted
+                return
             for text in stream:
                 if self._cancelled.is_set():
                     return
-                yield 0, text
+                yield Delta(0, text, self._named(getattr(text, "records", None)))
+            ended = True
         except Exception:
-            if self._cancelled.is_set():  # a closed engine handle may end with an error: expected
+            if self._cancelled.is_set():  # a cancelled engine handle ends with RequestCancelled: expected
                 return
             raise
+        finally:
+            if not ended:  # cancelled, failed, or abandoned by the reader: free the engine's blocks now
+                self._stop_stream()
         if self._cancelled.is_set():
             return
-        generation = stream.generation
-        self._outcome = Outcome(
-            [
-                self._choice(
-                    0, generation.text or "", generation.finish_reason, len(generation.token_ids), generation.logprobs
-                )
-            ],
-            int(generation.metrics.get("prompt_tokens", 0)),
-        )
+        generations = stream.result() if self.n > 1 else [stream.generation]
+        choices = [
+            self._choice(i, g.text or "", g.finish_reason, len(g.token_ids), g.logprobs)
+            for i, g in enumerate(generations)
+        ]
+        metrics = generations[0].metrics
+        self._outcome = Outcome(choices, int(metrics.get("prompt_tokens", 0)), metrics.get("tpot_s"))
+        for choice in choices[1:]:
+            yield Delta(choice.index, choice.text, choice.logprobs)
 
-    def _batched(self) -> Iterator[tuple[int, str]]:
+    def _streams_n(self) -> bool:
+        """n sequences stream as one request on the engine; beam search and static models decode a batch."""
+        return engine_of(self.pipe) is not None and self.params.get("num_beams", 1) == 1
+
+    def _batched(self) -> Iterator[Delta]:
         records = self.pipe(
             self.prompt, return_full_text=False, return_metrics=True, num_return_sequences=self.n, **self.params
         )
@@ -97,7 +126,7 @@ class Submission:
         ]
         self._outcome = Outcome(choices, int(records[0]["prompt_tokens"]))
         for choice in choices:
-            yield choice.index, choice.text
+            yield Delta(choice.index, choice.text, choice.logprobs)
 
     def outcome(self) -> Outcome:
         """The finished choices and token counts; only after `deltas()` was exhausted."""
@@ -135,8 +164,7 @@ def engine_stats(pipes: list[Pipeline]) -> list[dict[str, Any]]:
     """
     out = []
     for pipe in pipes:
-        engine = getattr(pipe.model, "engine", None)
-        engine = engine() if callable(engine) else None
+        engine = engine_of(pipe)
         if engine is None:
             continue
         stats = engine.stats()

@@ -72,15 +72,27 @@ class ServerMetrics:
             buckets=TOKEN_BUCKETS,
             registry=self.registry,
         )
+        self.decoder_tpot = Histogram(
+            "taskhub_decoder_time_per_output_token_seconds",
+            "The same, timed inside the decoder at each step (the served TPOT minus this is the server's own cost)",
+            ["model"],
+            buckets=TOKEN_BUCKETS,
+            registry=self.registry,
+        )
         self.registry.register(LiveGauges(admission, engine_stats))
 
-    def observe_generation(self, model: str, started: float, first: float | None, end: float, tokens: int) -> None:
-        """Record one finished generation: `started` = arrival, `first` = first token, `end` = last token."""
+    def observe_generation(
+        self, model: str, started: float, first: float | None, end: float, tokens: int, decoder_tpot: float | None
+    ) -> None:
+        """Record one finished generation: `started` = arrival, `first` = first token, `end` = last token
+        (all as the event loop saw them); `decoder_tpot` as the decoder timed it."""
         if first is None:
             return
         self.ttft.labels(model).observe(first - started)
         if tokens > 1:
             self.tpot.labels(model).observe((end - first) / (tokens - 1))
+            if decoder_tpot is not None:
+                self.decoder_tpot.labels(model).observe(decoder_tpot)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

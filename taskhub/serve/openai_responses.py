@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .generation import Choice
+from .generation import Choice, Delta
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
@@ -21,7 +21,11 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
 
 
 class ChatShape:
-    """`chat.completion` and `chat.completion.chunk` objects of one request."""
+    """`chat.completion` and `chat.completion.chunk` objects of one request.
+
+    In a stream each chunk carries the logprobs of its own tokens; the last chunk of a choice
+    carries those not sent yet (the EOS token's), so a stream's logprobs join to the whole reply's.
+    """
 
     object_name = "chat.completion"
 
@@ -31,6 +35,7 @@ class ChatShape:
         self.model = model
         self.include_usage = include_usage
         self._started: set[int] = set()
+        self._sent: dict[int, tuple[int, int]] = {}  # choice -> (logprob entries sent, their text length)
 
     def _envelope(self, obj: str, choices: list[dict[str, Any]]) -> dict[str, Any]:
         out = {"id": self.id, "object": obj, "created": self.created, "model": self.model, "choices": choices}
@@ -38,8 +43,16 @@ class ChatShape:
             out["usage"] = None  # OpenAI: every chunk carries usage, null until the last one
         return out
 
-    def logprobs(self, choice: Choice) -> dict[str, Any] | None:
-        return {"content": choice.logprobs} if choice.logprobs is not None else None
+    def logprobs(self, entries: list[dict[str, Any]] | None, offset: int = 0) -> dict[str, Any] | None:
+        return {"content": entries} if entries is not None else None
+
+    def _stream_logprobs(self, index: int, entries: list[dict[str, Any]] | None) -> dict[str, Any] | None:
+        """A chunk's logprobs object, remembering how far the choice's logprobs have been sent."""
+        if not entries:
+            return None
+        count, offset = self._sent.get(index, (0, 0))
+        self._sent[index] = (count + len(entries), offset + sum(len(e["token"]) for e in entries))
+        return self.logprobs(entries, offset)
 
     def whole(self, choices: list[Choice], prompt_tokens: int) -> dict[str, Any]:
         body = self._envelope(self.object_name, [self._choice(c) for c in choices])
@@ -50,21 +63,29 @@ class ChatShape:
         return {
             "index": choice.index,
             "message": {"role": "assistant", "content": choice.text},
-            "logprobs": self.logprobs(choice),
+            "logprobs": self.logprobs(choice.logprobs),
             "finish_reason": choice.finish_reason,
         }
 
-    def delta(self, index: int, text: str) -> dict[str, Any]:
-        delta: dict[str, Any] = {"content": text}
-        if index not in self._started:
-            self._started.add(index)
+    def delta(self, item: Delta) -> dict[str, Any]:
+        delta: dict[str, Any] = {"content": item.text}
+        if item.index not in self._started:
+            self._started.add(item.index)
             delta["role"] = "assistant"
+        logprobs = self._stream_logprobs(item.index, item.logprobs)
         return self._envelope(
-            f"{self.object_name}.chunk", [{"index": index, "delta": delta, "logprobs": None, "finish_reason": None}]
+            f"{self.object_name}.chunk",
+            [{"index": item.index, "delta": delta, "logprobs": logprobs, "finish_reason": None}],
         )
 
+    def _rest(self, choice: Choice) -> dict[str, Any] | None:
+        """Logprobs of the choice's tokens that no chunk carried yet."""
+        if choice.logprobs is None:
+            return None
+        return self._stream_logprobs(choice.index, choice.logprobs[self._sent.get(choice.index, (0, 0))[0] :])
+
     def finished(self, choice: Choice) -> dict[str, Any]:
-        """The last chunk of a choice: its finish_reason, and its logprobs when asked for."""
+        """The last chunk of a choice: its finish_reason, and the logprobs still unsent."""
         delta: dict[str, Any] = {} if choice.index in self._started else {"role": "assistant", "content": ""}
         return self._envelope(
             f"{self.object_name}.chunk",
@@ -72,7 +93,7 @@ class ChatShape:
                 {
                     "index": choice.index,
                     "delta": delta,
-                    "logprobs": self.logprobs(choice),
+                    "logprobs": self._rest(choice),
                     "finish_reason": choice.finish_reason,
                 }
             ],
@@ -96,17 +117,18 @@ class CompletionShape(ChatShape):
     def _envelope(self, obj: str, choices: list[dict[str, Any]]) -> dict[str, Any]:
         return super()._envelope(self.object_name, choices)  # chunks are text_completion objects too
 
-    def logprobs(self, choice: Choice) -> dict[str, Any] | None:
-        if choice.logprobs is None:
+    def logprobs(self, entries: list[dict[str, Any]] | None, offset: int = 0) -> dict[str, Any] | None:
+        """The legacy layout; `offset` is where the first entry's token starts in the generated text."""
+        if entries is None:
             return None
-        offsets, position = [], 0
-        for step in choice.logprobs:
+        offsets, position = [], offset
+        for step in entries:
             offsets.append(position)
             position += len(step["token"])
         return {
-            "tokens": [step["token"] for step in choice.logprobs],
-            "token_logprobs": [step["logprob"] for step in choice.logprobs],
-            "top_logprobs": [{t["token"]: t["logprob"] for t in step["top_logprobs"]} for step in choice.logprobs],
+            "tokens": [step["token"] for step in entries],
+            "token_logprobs": [step["logprob"] for step in entries],
+            "top_logprobs": [{t["token"]: t["logprob"] for t in step["top_logprobs"]} for step in entries],
             "text_offset": offsets,
         }
 
@@ -114,12 +136,15 @@ class CompletionShape(ChatShape):
         return {
             "index": choice.index,
             "text": choice.text,
-            "logprobs": self.logprobs(choice),
+            "logprobs": self.logprobs(choice.logprobs),
             "finish_reason": choice.finish_reason,
         }
 
-    def delta(self, index: int, text: str) -> dict[str, Any]:
-        return self._envelope("", [{"index": index, "text": text, "logprobs": None, "finish_reason": None}])
+    def delta(self, item: Delta) -> dict[str, Any]:
+        logprobs = self._stream_logprobs(item.index, item.logprobs)
+        return self._envelope(
+            "", [{"index": item.index, "text": item.text, "logprobs": logprobs, "finish_reason": None}]
+        )
 
     def finished(self, choice: Choice) -> dict[str, Any]:
         return self._envelope(
@@ -128,7 +153,7 @@ class CompletionShape(ChatShape):
                 {
                     "index": choice.index,
                     "text": "",
-                    "logprobs": self.logprobs(choice),
+                    "logprobs": self._rest(choice),
                     "finish_reason": choice.finish_reason,
                 }
             ],

@@ -17,7 +17,7 @@ from ..errors import TaskhubError
 from ..pipeline import Pipeline
 from .catalog import task_of
 from .errors import APIError, from_taskhub, log
-from .generation import Choice, Submission
+from .generation import Choice, Delta, Submission
 from .openai_requests import (
     ChatRequest,
     CompletionRequest,
@@ -43,7 +43,7 @@ class GenerationJob:
         self.started = time.perf_counter()
         self.choices: list[Choice] = []
         self.prompt_tokens = 0
-        self.pending: list[tuple[int, str] | Choice] = []
+        self.pending: list[Delta | Choice] = []
         self.stream: DeltaStream | None = None
         self.holding = False
         self.pipe: Pipeline | None = None
@@ -65,17 +65,17 @@ class GenerationJob:
         self.stream = self.state.runner.start(submission)
         if self.echo:
             base = self.next_prompt * self.request.n
-            self.pending += [(base + j, prompt) for j in range(self.request.n)]
+            self.pending += [Delta(base + j, prompt) for j in range(self.request.n)]
 
-    async def next(self) -> tuple[int, str] | Choice | None:
-        """The next (choice index, text delta), a finished Choice, or None when every prompt is done."""
+    async def next(self) -> Delta | Choice | None:
+        """The next text Delta, a finished Choice, or None when every prompt is done."""
         while not self.pending:
             if self.stream is None:
                 return None
             delta = await self.stream.next()
             if delta is not None:
-                base = self.next_prompt * self.request.n
-                return base + delta[0], delta[1]
+                delta.index += self.next_prompt * self.request.n
+                return delta
             self._finish_prompt(self.stream)
         return self.pending.pop(0)
 
@@ -92,7 +92,7 @@ class GenerationJob:
         self.prompt_tokens += outcome.prompt_tokens
         tokens = outcome.choices[0].completion_tokens if outcome.choices else 0
         self.state.metrics.observe_generation(
-            self.entry.model, self.started, stream.first_at, time.perf_counter(), tokens
+            self.entry.model, self.started, stream.first_at, time.perf_counter(), tokens, outcome.decoder_tpot_s
         )
         self.state.runner.finish(stream)
         self.stream = None
@@ -129,15 +129,17 @@ class GenerationEvents(EventSourceResponse):
             self.job.close()
 
 
-async def sse_events(job: GenerationJob, shape: ChatShape, deadline: Deadline) -> AsyncIterator[dict[str, Any]]:
-    """Chunks as OpenAI streams them, usage last when asked for, then [DONE]; errors as an error event."""
+async def sse_events(
+    job: GenerationJob, shape: ChatShape, deadline: Deadline, first: Delta | Choice | None
+) -> AsyncIterator[dict[str, Any]]:
+    """Chunks as OpenAI streams them (from `first`, already read), usage last when asked for, then [DONE];
+    errors as an error event."""
     try:
-        while True:
-            item = await asyncio.wait_for(job.next(), timeout=deadline.left())
-            if item is None:
-                break
-            chunk = shape.finished(item) if isinstance(item, Choice) else shape.delta(*item)
+        item = first
+        while item is not None:
+            chunk = shape.finished(item) if isinstance(item, Choice) else shape.delta(item)
             yield {"data": json.dumps(chunk, ensure_ascii=False)}
+            item = await asyncio.wait_for(job.next(), timeout=deadline.left())
         if shape.include_usage:
             yield {"data": json.dumps(shape.usage_chunk(job.prompt_tokens, job.choices))}
         yield {"data": "[DONE]"}
@@ -157,14 +159,17 @@ async def sse_events(job: GenerationJob, shape: ChatShape, deadline: Deadline) -
 async def run_generation(
     request: Request, job: GenerationJob, shape: ChatShape, stream: bool, deadline: Deadline
 ) -> Response:
-    """Errors until the first token become proper HTTP statuses; after that a stream reports them in-band."""
+    """Errors until the first token (bad values the task refuses, an unknown model, a full queue) become
+    proper HTTP statuses, streams included: the SSE response starts only once the first chunk exists.
+    After that a stream reports errors in-band."""
     job.state.admission.check()
     streaming = False
     try:
         await guarded(request, job.start(), deadline)
         if stream:
+            first = await guarded(request, job.next(), deadline)
             streaming = True  # the response closes the job when it ends
-            return GenerationEvents(job, sse_events(job, shape, deadline))
+            return GenerationEvents(job, sse_events(job, shape, deadline, first))
         await guarded(request, job.drain(), deadline)
         return JSONResponse(shape.whole(job.choices, job.prompt_tokens))
     finally:
