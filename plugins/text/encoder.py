@@ -1,8 +1,9 @@
-"""A BERT encoder for inference: the math of transformers' BertModel with fused CPU linear kernels.
+"""A BERT encoder for inference: the math of transformers' BertModel on taskhub's shared CPU linear kernels.
 
-On CPU, oneDNN's linear (bias, GELU and the residual add fused into the matmul) runs BERT-sized matmuls
-about twice as fast as the default addmm path, which copies the bias into the output before every
-matmul. Query, key and value are one matmul. Weights are taken from a loaded transformers BertModel.
+Each linear runs on the kernel `taskhub.cpu_kernels.Linear` measured fastest on this CPU (oneDNN with bias,
+GELU and the residual add fused into the matmul and pre-packed weights won at MiniLM shapes on a Xeon with
+AMX; see docs/performance.md), or dynamic int8 when asked. Query, key and value are one matmul. Weights
+are taken from a loaded transformers BertModel.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from taskhub.cpu_kernels import Linear
+
 
 @dataclass
 class EncoderConfig:
@@ -21,57 +24,19 @@ class EncoderConfig:
     layer_norm_eps: float  # epsilon of every LayerNorm
 
 
-def fused_linear_available(device: torch.device, dtype: torch.dtype) -> bool:
-    """oneDNN linear kernels exist for CPU fp32/bf16 in builds with mkldnn (a private op: checked, not assumed)."""
-    return (
-        device.type == "cpu"
-        and dtype in (torch.float32, torch.bfloat16)
-        and torch.backends.mkldnn.is_available()
-        and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-    )
-
-
-class Linear(nn.Module):
-    """y = act(x @ W.T + b) (+ residual), one fused kernel on CPU; `act` is "none" or "gelu" (erf GELU)."""
-
-    def __init__(self, source: nn.Linear, act: str = "none") -> None:
-        super().__init__()
-        self.weight = source.weight  # [out, in]
-        self.bias = source.bias  # [out]
-        self.act = act
-        self.fused = fused_linear_available(self.weight.device, self.weight.dtype)
-
-    @classmethod
-    def stacked(cls, parts: list[nn.Linear]) -> Linear:
-        """One linear computing several (query, key, value) side by side: out = concat of theirs."""
-        joined = nn.Linear(parts[0].in_features, sum(p.out_features for p in parts), device=parts[0].weight.device)
-        joined.weight = nn.Parameter(torch.cat([p.weight for p in parts]), requires_grad=False)
-        joined.bias = nn.Parameter(torch.cat([p.bias for p in parts]), requires_grad=False)
-        return cls(joined)
-
-    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
-        if self.fused and residual is not None and self.act == "none":
-            return torch.ops.mkldnn._linear_pointwise.binary(x, residual, self.weight, self.bias, "add")
-        if self.fused:
-            y = torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, self.act, [], "none")
-        else:
-            y = F.linear(x, self.weight, self.bias)
-            y = F.gelu(y) if self.act == "gelu" else y
-        return y if residual is None else y + residual
-
-
 class Layer(nn.Module):
     """Post-LayerNorm transformer layer: x = LN(x + attn(x)); x = LN(x + ffn(x))."""
 
-    def __init__(self, layer: nn.Module, config: EncoderConfig) -> None:
+    def __init__(self, layer: nn.Module, config: EncoderConfig, kernel: str | None, quantize: str | None) -> None:
         super().__init__()
         attention = layer.attention
         self.config = config
-        self.qkv = Linear.stacked([attention.self.query, attention.self.key, attention.self.value])
-        self.attn_out = Linear(attention.output.dense)
+        parts = [attention.self.query, attention.self.key, attention.self.value]
+        self.qkv = Linear.stacked(parts, kernel=kernel, quantize=quantize)
+        self.attn_out = Linear(attention.output.dense, kernel=kernel, quantize=quantize)
         self.attn_norm = attention.output.LayerNorm
-        self.ffn_in = Linear(layer.intermediate.dense, act="gelu")
-        self.ffn_out = Linear(layer.output.dense)
+        self.ffn_in = Linear(layer.intermediate.dense, act="gelu", kernel=kernel, quantize=quantize)
+        self.ffn_out = Linear(layer.output.dense, kernel=kernel, quantize=quantize)
         self.ffn_norm = layer.output.LayerNorm
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -87,14 +52,18 @@ class Layer(nn.Module):
 
 
 class BertEncoder(nn.Module):
-    """Last hidden states of a BertModel, [B, T, H], for right-padded batches."""
+    """Last hidden states of a BertModel, [B, T, H], for right-padded batches.
 
-    def __init__(self, bert: nn.Module) -> None:
+    `kernel` forces one linear kernel ("aten", "onednn", "onednn-packed"; default: measured),
+    `quantize="int8"` runs the linears in dynamic int8.
+    """
+
+    def __init__(self, bert: nn.Module, kernel: str | None = None, quantize: str | None = None) -> None:
         super().__init__()
         config = bert.config
         self.config = EncoderConfig(config.hidden_size, config.num_attention_heads, config.layer_norm_eps)
         self.embeddings = bert.embeddings
-        self.layers = nn.ModuleList(Layer(layer, self.config) for layer in bert.encoder.layer)
+        self.layers = nn.ModuleList(Layer(layer, self.config, kernel, quantize) for layer in bert.encoder.layer)
 
     @staticmethod
     def supports(model: nn.Module) -> bool:
