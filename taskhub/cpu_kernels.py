@@ -12,6 +12,7 @@ Importing this module imports torch; `import taskhub` does not import this modul
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +40,7 @@ __all__ = [
 
 LinearFn = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
 SMALL_M = 16  # cpu_linear: rows up to this many (decode steps, small batches) are timed apart from prefill
-PROBE_ROWS = 1024  # Linear: rows of the random input its kernels are timed on (~ a batch of 32 sentences)
+PROBE_ROWS = 512  # Linear: rows of the random input its kernels are timed on (a batch of ~8-16 sentences)
 KERNELS = ("aten", "onednn", "onednn-packed")  # Linear(kernel=...): what may be forced instead of measured
 QUANTIZE = ("int8",)  # Linear(quantize=...): dynamic int8 (weights per output channel, activations per call)
 
@@ -175,23 +176,23 @@ class _OneDNN(_Kernel):
 
 
 class _Int8Dynamic(_Kernel):
-    """Dynamic int8: weights symmetric per output channel, each row of activations quantized per call from
-    its own range (per token: a padded row or an outlier token does not coarsen the others), int32 products
-    (`torch._int_mm`: oneDNN, VNNI / AMX where the CPU has them), fp32 out."""
+    """Dynamic int8 on torch's x86 quantized engine (fbgemm: VNNI where the CPU has it): weights symmetric
+    per output channel, activations quantized per call from their range inside the kernel, fp32 out.
+    Per-token activation scales (`torch._int_mm` + scaling in eager) were more accurate but slower
+    than fp32 here; see docs/performance.md, "Encoders"."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, act: str) -> None:
         super().__init__(weight, bias, act)
         w = weight.detach().float()
-        self.weight_scale = w.abs().amax(dim=1).clamp_min(1e-8) / 127  # [out]
-        self.qweight = torch.round(w / self.weight_scale[:, None]).to(torch.int8).t().contiguous()  # [in, out]
-        self.fbias = None if bias is None else bias.detach().float()
+        scales = (w.abs().amax(dim=1).clamp_min(1e-8) / 127).double()
+        zero_points = torch.zeros(w.shape[0], dtype=torch.long)
+        with warnings.catch_warnings():  # quantized tensor types are deprecated; the engine's kernels are not
+            warnings.simplefilter("ignore", UserWarning)
+            quantized = torch.quantize_per_channel(w, scales, zero_points, 0, torch.qint8)
+        self.packed = torch.ops.quantized.linear_prepack(quantized, None if bias is None else bias.detach().float())
 
     def __call__(self, x: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor:
-        rows = x.reshape(-1, x.shape[-1]).float()  # [N, in]
-        scale = rows.abs().amax(dim=1, keepdim=True).clamp_min(1e-8) / 127  # [N, 1]
-        products = torch._int_mm(torch.round(rows / scale).to(torch.int8), self.qweight)  # [N, out] int32
-        y = products.float().mul_(scale).mul_(self.weight_scale)
-        y = (y if self.fbias is None else y.add_(self.fbias)).reshape(*x.shape[:-1], -1).to(x.dtype)
+        y = torch.ops.quantized.linear_dynamic(x.float(), self.packed, False).to(x.dtype)
         y = F.gelu(y) if self.act == "gelu" else y
         return y if residual is None else y + residual
 

@@ -128,9 +128,9 @@ def test_sentence_similarity_batches_many_inputs(sbert: SentenceTransformer) -> 
         assert scores == pytest.approx(sbert.similarity(embeddings[i : i + 1], embeddings[:3])[0].tolist(), abs=1e-5)
 
 
-# bf16 meets the cosine target (0.999); dynamic int8 (per-token activations) does not on MiniLM:
-# it reaches ~0.986 at worst (the empty text; ~0.996 on real sentences, docs/performance.md), the bound kept here.
-@pytest.mark.parametrize(("dtype", "quantize", "min_cosine"), [(torch.bfloat16, None, 0.999), (None, "int8", 0.98)])
+# bf16 meets the cosine target (0.999); dynamic int8 (per-tensor activations) does not on MiniLM:
+# ~0.974 at worst, 0.992 on average (docs/performance.md, "Encoders"); the bound kept here is 0.97.
+@pytest.mark.parametrize(("dtype", "quantize", "min_cosine"), [(torch.bfloat16, None, 0.999), (None, "int8", 0.97)])
 def test_reduced_precision_embeddings_stay_close_to_sentence_transformers_fp32(
     dtype: torch.dtype | None, quantize: str | None, min_cosine: float, sbert: SentenceTransformer
 ) -> None:
