@@ -14,7 +14,6 @@ from fixtures_textgen import textgen_checkpoints  # noqa: F401  (session fixture
 from safetensors.torch import load_file, save_file
 from taskhub_textgen.backend import PromptBatch
 from taskhub_textgen.checkpoint import load_transformer, read_hf_config, transformer_config
-from taskhub_textgen.kernels import aten_linear, cpu_linear, onednn_linear
 from taskhub_textgen.loading import load_generative_lm
 from taskhub_textgen.model import Transformer
 from taskhub_textgen.native_backend import NativeBackend, is_supported, positions_from_mask
@@ -251,16 +250,3 @@ def test_quantize_option_loads_a_quantized_native_model(textgen_checkpoints, sch
     assert (logits - reference).norm() < tolerance * reference.norm()
     with pytest.raises(ModelNotAvailableError, match="int3"):
         load_generative_lm(ModelSource(model_id="llama", path=path, options={"quantize": "int3"}))
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("rows", [1, 40])
-def test_chosen_cpu_linear_kernel_computes_the_linear_layer(dtype, rows):
-    g = torch.Generator().manual_seed(3)
-    x, w, b = (torch.randn(*shape, generator=g).to(dtype) for shape in ((2, rows, 96), (72, 96), (72,)))
-    expected = (x.double() @ w.double().T + b.double()).float()  # the same (rounded) inputs, exact products
-    fn = cpu_linear(dtype, 2 * rows)
-    assert fn in (aten_linear, onednn_linear)
-    for kernel in (fn, aten_linear, onednn_linear):
-        got = kernel(x, w, b).float()
-        assert torch.allclose(got, expected, atol=1e-4, rtol=1e-5 if dtype == torch.float32 else 1e-2)

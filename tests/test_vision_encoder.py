@@ -7,16 +7,19 @@ from pathlib import Path
 import pytest
 import torch
 from fixtures_vision import convnext_classifier, vit_classifier, vit_encoder  # noqa: F401
-from taskhub_text.encoder import Linear
 from taskhub_vision.loading import VisionModel, load_vision_model
 from taskhub_vision.vit_encoder import ViTEncoder
 from transformers import ViTForImageClassification
 
+from taskhub.cpu_kernels import KERNELS, Linear
+from taskhub.errors import ModelNotAvailableError
 from taskhub.models import ModelSource
 
 
-def _load(path: Path, head: str, fused: bool = True, dtype: torch.dtype | None = None) -> VisionModel:
-    options = {"head": head, "fused_encoder": fused}
+def _load(
+    path: Path, head: str, fused: bool = True, dtype: torch.dtype | None = None, **options: str | None
+) -> VisionModel:
+    options = {"head": head, "fused_encoder": fused, **options}
     return load_vision_model(ModelSource(model_id="vit", path=path, dtype=dtype, options=options))
 
 
@@ -24,15 +27,13 @@ def _pixels(batch: int) -> torch.Tensor:
     return torch.randn(batch, 3, 32, 32, generator=torch.Generator().manual_seed(batch))
 
 
-@pytest.mark.parametrize("kernels", ["onednn", "portable"])
+@pytest.mark.parametrize("kernel", [None, *KERNELS])
 @pytest.mark.parametrize("batch", [1, 5])
-def test_fused_classifier_logits_equal_transformers(vit_classifier: Path, kernels: str, batch: int) -> None:  # noqa: F811
-    vision = _load(vit_classifier, "image-classification")
+def test_fused_classifier_logits_equal_transformers(vit_classifier: Path, kernel: str | None, batch: int) -> None:  # noqa: F811
+    vision = _load(vit_classifier, "image-classification", kernel=kernel)
     assert isinstance(vision.encoder, ViTEncoder) and vision.runner is vision.encoder
     linears = [m for m in vision.encoder.modules() if isinstance(m, Linear)]
-    assert len(linears) == 4 * 2 and all(m.fused for m in linears)
-    for m in linears:
-        m.fused = kernels == "onednn"  # "portable": the F.linear path
+    assert len(linears) == 4 * 2 and all(m.kernel_name == (kernel or m.kernel_name) in KERNELS for m in linears)
     pixels = _pixels(batch)
     with torch.inference_mode():
         ours = vision.encoder(pixel_values=pixels)
@@ -67,4 +68,22 @@ def test_unusual_calls_run_the_transformers_model(vit_classifier: Path) -> None:
 def test_encoder_only_where_it_applies(vit_classifier: Path, convnext_classifier: Path) -> None:  # noqa: F811
     assert _load(vit_classifier, "image-classification", fused=False).encoder is None
     assert _load(convnext_classifier, "image-classification").encoder is None
-    assert _load(vit_classifier, "image-classification", dtype=torch.bfloat16).encoder is None
+    with pytest.raises(ModelNotAvailableError, match="fused encoder on the CPU"):
+        _load(convnext_classifier, "image-classification", quantize="int8")
+
+
+@pytest.mark.parametrize(("dtype", "quantize"), [(torch.bfloat16, None), (None, "int8")])
+def test_reduced_precision_classifier_agrees_with_transformers_fp32(
+    vit_classifier: Path,  # noqa: F811
+    dtype: torch.dtype | None,
+    quantize: str | None,
+) -> None:
+    vision = _load(vit_classifier, "image-classification", dtype=dtype, quantize=quantize)
+    assert vision.encoder is not None
+    reference = ViTForImageClassification.from_pretrained(vit_classifier).eval()  # fp32, its own copy
+    pixels = torch.randn(64, 3, 32, 32, generator=torch.Generator().manual_seed(7))
+    with torch.inference_mode():
+        ours = vision.encoder(pixel_values=pixels.to(vision.dtype)).logits.float()
+        theirs = reference(pixel_values=pixels).logits
+    assert torch.nn.functional.cosine_similarity(ours, theirs, dim=-1).min() >= 0.999
+    assert (ours.argmax(-1) == theirs.argmax(-1)).float().mean() >= 0.99

@@ -216,8 +216,11 @@ def test_rle_round_trip() -> None:
     assert mask_to_rle(np.array([[1, 0], [1, 1]], bool))["counts"] == [0, 2, 1, 1]  # column-major, 0s first
 
 
-def test_bfloat16_model_equals_hf_in_bfloat16(vit_classifier: Path) -> None:  # noqa: F811
+def test_bfloat16_model_agrees_with_hf_in_bfloat16(vit_classifier: Path) -> None:  # noqa: F811
     ours = taskhub.pipeline("image-classification", str(vit_classifier), dtype="bfloat16")
-    assert ours.model.model.dtype == torch.bfloat16
+    assert ours.model.model.dtype == torch.bfloat16 and ours.model.encoder is not None
     hf = _hf("image-classification", vit_classifier, dtype=torch.bfloat16)
-    assert_same(ours(IMAGES, batch_size=1), hf(IMAGES))
+    # the fused encoder's oneDNN bf16 kernels round differently from transformers' (bf16 keeps ~3 digits)
+    for mine, theirs in zip(ours(IMAGES, batch_size=1), hf(IMAGES)):
+        assert [r["label"] for r in mine] == [r["label"] for r in theirs]
+        assert [r["score"] for r in mine] == pytest.approx([r["score"] for r in theirs], abs=5e-3)

@@ -1,8 +1,10 @@
-"""A BERT encoder for inference: the math of transformers' BertModel with fused CPU linear kernels.
+"""A BERT encoder for inference: the math of transformers' BertModel on taskhub's shared CPU linear kernels.
 
-On CPU, oneDNN's linear (bias, GELU and the residual add fused into the matmul) runs BERT-sized matmuls
-about twice as fast as the default addmm path, which copies the bias into the output before every
-matmul. Query, key and value are one matmul. Weights are taken from a loaded transformers BertModel.
+Each linear runs on the kernel `taskhub.cpu_kernels.Linear` measured fastest on this CPU (oneDNN with bias,
+GELU and the residual add fused into the matmul and pre-packed weights won at MiniLM shapes on a Xeon with
+AMX; see docs/performance.md), or dynamic int8 when asked. Query, key and value are one matmul. Weights
+are taken from a loaded transformers BertModel. The linears (nearly all the work) run on the real tokens
+only, packed without padding; attention alone sees the padded grid, masked.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from taskhub.cpu_kernels import Linear
+
 
 @dataclass
 class EncoderConfig:
@@ -21,65 +25,52 @@ class EncoderConfig:
     layer_norm_eps: float  # epsilon of every LayerNorm
 
 
-def fused_linear_available(device: torch.device, dtype: torch.dtype) -> bool:
-    """oneDNN linear kernels exist for CPU fp32/bf16 in builds with mkldnn (a private op: checked, not assumed)."""
-    return (
-        device.type == "cpu"
-        and dtype in (torch.float32, torch.bfloat16)
-        and torch.backends.mkldnn.is_available()
-        and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-    )
+class Packing:
+    """Where a right-padded batch's real tokens sit in its [B, T] grid: pack to [N, C] and pad back."""
 
+    def __init__(self, attention_mask: torch.Tensor) -> None:
+        self.shape = tuple(attention_mask.shape)  # (B, T)
+        padded = not bool(attention_mask.all())
+        # a batch without padding needs no mask (and gets the faster unmasked attention kernel)
+        self.mask = attention_mask[:, None, None, :].bool() if padded else None  # [B, 1, 1, T]
+        self.index = attention_mask.flatten().nonzero().squeeze(1) if padded else None  # [N] positions in B * T
 
-class Linear(nn.Module):
-    """y = act(x @ W.T + b) (+ residual), one fused kernel on CPU; `act` is "none" or "gelu" (erf GELU)."""
+    def pack(self, padded: torch.Tensor) -> torch.Tensor:
+        """[B, T, C] -> [N, C], the real tokens in order."""
+        flat = padded.reshape(-1, padded.shape[-1])  # [B * T, C]
+        return flat if self.index is None else flat.index_select(0, self.index)
 
-    def __init__(self, source: nn.Linear, act: str = "none") -> None:
-        super().__init__()
-        self.weight = source.weight  # [out, in]
-        self.bias = source.bias  # [out]
-        self.act = act
-        self.fused = fused_linear_available(self.weight.device, self.weight.dtype)
-
-    @classmethod
-    def stacked(cls, parts: list[nn.Linear]) -> Linear:
-        """One linear computing several (query, key, value) side by side: out = concat of theirs."""
-        joined = nn.Linear(parts[0].in_features, sum(p.out_features for p in parts), device=parts[0].weight.device)
-        joined.weight = nn.Parameter(torch.cat([p.weight for p in parts]), requires_grad=False)
-        joined.bias = nn.Parameter(torch.cat([p.bias for p in parts]), requires_grad=False)
-        return cls(joined)
-
-    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
-        if self.fused and residual is not None and self.act == "none":
-            return torch.ops.mkldnn._linear_pointwise.binary(x, residual, self.weight, self.bias, "add")
-        if self.fused:
-            y = torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, self.act, [], "none")
-        else:
-            y = F.linear(x, self.weight, self.bias)
-            y = F.gelu(y) if self.act == "gelu" else y
-        return y if residual is None else y + residual
+    def pad(self, packed: torch.Tensor) -> torch.Tensor:
+        """[N, C] -> [B, T, C], zeros at padding."""
+        if self.index is not None:
+            packed = packed.new_zeros(self.shape[0] * self.shape[1], packed.shape[-1]).index_copy_(
+                0, self.index, packed
+            )
+        return packed.view(*self.shape, packed.shape[-1])
 
 
 class Layer(nn.Module):
     """Post-LayerNorm transformer layer: x = LN(x + attn(x)); x = LN(x + ffn(x))."""
 
-    def __init__(self, layer: nn.Module, config: EncoderConfig) -> None:
+    def __init__(self, layer: nn.Module, config: EncoderConfig, kernel: str | None, quantize: str | None) -> None:
         super().__init__()
         attention = layer.attention
         self.config = config
-        self.qkv = Linear.stacked([attention.self.query, attention.self.key, attention.self.value])
-        self.attn_out = Linear(attention.output.dense)
+        parts = [attention.self.query, attention.self.key, attention.self.value]
+        self.qkv = Linear.stacked(parts, kernel=kernel, quantize=quantize)
+        self.attn_out = Linear(attention.output.dense, kernel=kernel, quantize=quantize)
         self.attn_norm = attention.output.LayerNorm
-        self.ffn_in = Linear(layer.intermediate.dense, act="gelu")
-        self.ffn_out = Linear(layer.output.dense)
+        self.ffn_in = Linear(layer.intermediate.dense, act="gelu", kernel=kernel, quantize=quantize)
+        self.ffn_out = Linear(layer.output.dense, kernel=kernel, quantize=quantize)
         self.ffn_norm = layer.output.LayerNorm
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        B, T, H = x.shape
+    def forward(self, x: torch.Tensor, packing: Packing) -> torch.Tensor:
+        """x: [N, H], the batch's real tokens packed."""
+        (B, T), H = packing.shape, x.shape[-1]
         heads = self.config.num_heads
-        qkv = self.qkv(x).view(B, T, 3, heads, H // heads).permute(2, 0, 3, 1, 4)  # [3, B, heads, T, d]
-        attended = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=mask)  # [B, heads, T, d]
-        attended = attended.transpose(1, 2).reshape(B, T, H)
+        qkv = packing.pad(self.qkv(x)).view(B, T, 3, heads, H // heads).permute(2, 0, 3, 1, 4)  # [3, B, heads, T, d]
+        attended = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=packing.mask)  # [B, heads, T, d]
+        attended = packing.pack(attended.transpose(1, 2).reshape(B, T, H))  # [N, H]
         eps = self.config.layer_norm_eps
         x = F.layer_norm(self.attn_out(attended, residual=x), (H,), self.attn_norm.weight, self.attn_norm.bias, eps)
         x = F.layer_norm(self.ffn_out(self.ffn_in(x), residual=x), (H,), self.ffn_norm.weight, self.ffn_norm.bias, eps)
@@ -87,14 +78,18 @@ class Layer(nn.Module):
 
 
 class BertEncoder(nn.Module):
-    """Last hidden states of a BertModel, [B, T, H], for right-padded batches."""
+    """Last hidden states of a BertModel, [B, T, H], for right-padded batches (zeros at padding).
 
-    def __init__(self, bert: nn.Module) -> None:
+    `kernel` forces one linear kernel ("aten", "onednn", "onednn-packed"; default: measured),
+    `quantize="int8"` runs the linears in dynamic int8.
+    """
+
+    def __init__(self, bert: nn.Module, kernel: str | None = None, quantize: str | None = None) -> None:
         super().__init__()
         config = bert.config
         self.config = EncoderConfig(config.hidden_size, config.num_attention_heads, config.layer_norm_eps)
         self.embeddings = bert.embeddings
-        self.layers = nn.ModuleList(Layer(layer, self.config) for layer in bert.encoder.layer)
+        self.layers = nn.ModuleList(Layer(layer, self.config, kernel, quantize) for layer in bert.encoder.layer)
 
     @staticmethod
     def supports(model: nn.Module) -> bool:
@@ -112,9 +107,8 @@ class BertEncoder(nn.Module):
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
     ) -> torch.Tensor:
-        x = self.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)  # [B, T, H]
-        # a batch without padding needs no mask (and gets the faster unmasked attention kernel)
-        mask = None if bool(attention_mask.all()) else attention_mask[:, None, None, :].bool()  # [B, 1, 1, T]
+        packing = Packing(attention_mask)
+        x = packing.pack(self.embeddings(input_ids=input_ids, token_type_ids=token_type_ids))  # [N, H]
         for layer in self.layers:
-            x = layer(x, mask)
-        return x
+            x = layer(x, packing)
+        return packing.pad(x)  # [B, T, H], zeros at padding

@@ -11,6 +11,7 @@ from typing import Any
 import transformers
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from taskhub.cpu_kernels import linear_options
 from taskhub.errors import ModelNotAvailableError
 from taskhub.models import ModelSource
 
@@ -91,7 +92,9 @@ def sentence_transformers_config(path: Path) -> dict[str, Any]:
 def load_text_model(source: ModelSource) -> TextModel:
     """Tokenizer + model; `options.head` picks the head (default: the bare encoder).
 
-    A bare BERT model also gets the fused `BertEncoder` unless `options.fused_encoder` is false.
+    A bare BERT model also gets the fused `BertEncoder` unless `options.fused_encoder` is false;
+    `options.kernel` forces its linear kernel (default: the fastest measured here) and
+    `options.quantize: int8` runs its linears in dynamic int8 (CPU, bare BERT models only).
     """
     head = source.options.get("head", "base")
     if head not in HEADS:
@@ -101,10 +104,11 @@ def load_text_model(source: ModelSource) -> TextModel:
     model = auto_class.from_pretrained(source.path, **source.from_pretrained_kwargs()).to(source.device).eval()
     st_config = sentence_transformers_config(Path(source.path))
     fused = head == "base" and source.options.get("fused_encoder", True) and BertEncoder.supports(model)
+    kernel, quantize = linear_options(source, fused)
     return TextModel(
         SharedTokenizer(tokenizer),
         model,
         max_seq_length=st_config.get("max_seq_length"),
         lowercase=bool(st_config.get("do_lower_case", False)),
-        encoder=BertEncoder(model).eval() if fused else None,
+        encoder=BertEncoder(model, kernel, quantize).eval() if fused else None,
     )

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .kernels import cpu_linear
+from taskhub.cpu_kernels import cpu_linear
+
 from .kv_cache import Cache, KVCache
 from .rope import RopeConfig, RotaryEmbedding, apply_rotary
 
@@ -63,7 +64,7 @@ class TransformerConfig:
 
 
 class Linear(nn.Linear):
-    """nn.Linear whose fp32/bf16 CPU matmuls run on the faster of MKL and oneDNN for this CPU (kernels.py).
+    """nn.Linear whose fp32/bf16 CPU matmuls run on the faster of MKL and oneDNN for this CPU (taskhub.cpu_kernels).
 
     Under torch.compile it stays F.linear: inductor picks its own kernels.
     """

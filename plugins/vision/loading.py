@@ -17,6 +17,7 @@ from transformers import (
 from transformers.image_processing_utils import BaseImageProcessor
 from transformers.models.auto import modeling_auto
 
+from taskhub.cpu_kernels import linear_options
 from taskhub.errors import ModelNotAvailableError
 from taskhub.models import ModelSource
 
@@ -65,7 +66,8 @@ class VisionModel:
 def load_vision_model(source: ModelSource) -> VisionModel:
     """Image processor (PIL backend: needs no torchvision) + model; `options.head` picks the head.
 
-    A float32 ViT on CPU also gets the fused `ViTEncoder` unless `options.fused_encoder` is false.
+    A float32 / bfloat16 ViT on CPU also gets the fused `ViTEncoder` unless `options.fused_encoder` is
+    false; `options.kernel` forces its linear kernel and `options.quantize: int8` runs it in dynamic int8.
     """
     head = source.options.get("head", "base")
     if head not in HEADS:
@@ -79,7 +81,9 @@ def load_vision_model(source: ModelSource) -> VisionModel:
     if head == "zero-shot-image-classification":
         tokenizer = AutoTokenizer.from_pretrained(source.path, **source.from_pretrained_kwargs(weights=False))
     fused = source.options.get("fused_encoder", True) and ViTEncoder.supports(model)
-    return VisionModel(processor, model, tokenizer, encoder=ViTEncoder(model).eval() if fused else None)
+    kernel, quantize = linear_options(source, fused)
+    encoder = ViTEncoder(model, kernel, quantize).eval() if fused else None
+    return VisionModel(processor, model, tokenizer, encoder=encoder)
 
 
 def _segmentation_class(source: ModelSource) -> str:

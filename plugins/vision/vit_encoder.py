@@ -1,7 +1,8 @@
-"""A ViT for inference: the math of transformers' ViTModel / ViTForImageClassification with fused CPU linear kernels.
+"""A ViT for inference: the math of transformers' ViTModel / ViTForImageClassification on shared CPU linear kernels.
 
-The text plugin's oneDNN `Linear` (bias, GELU and the residual add fused into the matmul; query, key
-and value as one matmul) runs the encoder's matmuls, which are nearly all of a ViT forward on CPU.
+taskhub's `cpu_kernels.Linear` (the kernel measured fastest here: oneDNN with bias, GELU and the residual
+add fused into the matmul where it wins; query, key and value as one matmul; dynamic int8 when asked) runs
+the encoder's matmuls, which are nearly all of a ViT forward on CPU.
 Patch embeddings, the pooler and the weights are taken from the loaded transformers model; anything
 the fused path does not cover (position interpolation, other image sizes, masks) runs the original.
 """
@@ -12,7 +13,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from taskhub_text.api import EncoderConfig, Linear, fused_linear_available
+from taskhub_text.api import EncoderConfig
 from torch import nn
 from transformers import ViTForImageClassification, ViTModel
 from transformers.modeling_outputs import (
@@ -21,20 +22,23 @@ from transformers.modeling_outputs import (
 )
 from transformers.utils import ModelOutput
 
+from taskhub.cpu_kernels import Linear, fused_linear_available
+
 
 class Layer(nn.Module):
     """Pre-LayerNorm transformer layer: x = x + attn(LN(x)); x = x + mlp(LN(x))."""
 
-    def __init__(self, layer: nn.Module, config: EncoderConfig) -> None:
+    def __init__(self, layer: nn.Module, config: EncoderConfig, kernel: str | None, quantize: str | None) -> None:
         super().__init__()
         attention = layer.attention
         self.config = config
         self.attn_norm = layer.layernorm_before
-        self.qkv = Linear.stacked([attention.q_proj, attention.k_proj, attention.v_proj])
-        self.attn_out = Linear(attention.o_proj)
+        parts = [attention.q_proj, attention.k_proj, attention.v_proj]
+        self.qkv = Linear.stacked(parts, kernel=kernel, quantize=quantize)
+        self.attn_out = Linear(attention.o_proj, kernel=kernel, quantize=quantize)
         self.mlp_norm = layer.layernorm_after
-        self.mlp_in = Linear(layer.mlp.fc1, act="gelu")
-        self.mlp_out = Linear(layer.mlp.fc2)
+        self.mlp_in = Linear(layer.mlp.fc1, act="gelu", kernel=kernel, quantize=quantize)
+        self.mlp_out = Linear(layer.mlp.fc2, kernel=kernel, quantize=quantize)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, H = x.shape
@@ -48,32 +52,32 @@ class Layer(nn.Module):
 
 
 class ViTEncoder(nn.Module):
-    """Drop-in for a ViTModel or ViTForImageClassification: same call, same ModelOutput type and values."""
+    """Drop-in for a ViTModel or ViTForImageClassification: same call, same ModelOutput type and values
+    (within rounding: bf16 and int8 runs are checked against fp32 transformers, see tests).
 
-    def __init__(self, model: nn.Module) -> None:
+    `kernel` forces one linear kernel (default: measured), `quantize="int8"` runs the linears in dynamic int8.
+    """
+
+    def __init__(self, model: nn.Module, kernel: str | None = None, quantize: str | None = None) -> None:
         super().__init__()
         self.model = model  # the original: runs every call the fused path does not cover
         vit = model.vit if isinstance(model, ViTForImageClassification) else model
         config = model.config
         self.config = EncoderConfig(config.hidden_size, config.num_attention_heads, config.layer_norm_eps)
         self.embeddings = vit.embeddings
-        self.layers = nn.ModuleList(Layer(layer, self.config) for layer in vit.layers)
+        self.layers = nn.ModuleList(Layer(layer, self.config, kernel, quantize) for layer in vit.layers)
         self.norm = vit.layernorm
         self.pooler = getattr(vit, "pooler", None)  # ViTModel only
         self.classifier = getattr(model, "classifier", None)  # ViTForImageClassification only
 
     @staticmethod
     def supports(model: nn.Module) -> bool:
-        """Plain float32 ViTs (erf GELU, biased query/key/value) with the bare or the classification head, on CPU.
-
-        bfloat16 is left to transformers: oneDNN rounds its fused bf16 ops differently, and results must match.
-        """
+        """Plain float32 / bfloat16 ViTs (erf GELU, biased query/key/value), bare or with the classification head, on CPU."""
         config = model.config
         return (
             type(model) in (ViTModel, ViTForImageClassification)
             and config.hidden_act == "gelu"
             and config.qkv_bias
-            and model.dtype == torch.float32
             and fused_linear_available(model.device, model.dtype)
         )
 
