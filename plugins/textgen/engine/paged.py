@@ -104,13 +104,14 @@ class PagedStep:
         parts = []
         for d in step.decode:
             B = d.count
-            keys = k_store[d.tables].view(B, -1, kvh, hd).transpose(1, 2)  # [B, kv_heads, S, hd]
-            values = v_store[d.tables].view(B, -1, kvh, hd).transpose(1, 2)
+            flat = d.tables.view(-1)  # index_select copies whole blocks; k_store[tables] is ~3x slower on CPU
+            keys = k_store.index_select(0, flat).view(B, -1, kvh, hd).transpose(1, 2)  # [B, kv_heads, S, hd]
+            values = v_store.index_select(0, flat).view(B, -1, kvh, hd).transpose(1, 2)
             q_rows = q[0, :, d.start : d.start + B].transpose(0, 1).unsqueeze(2)  # [B, heads, 1, hd]
             out = attend_fn(q_rows, keys, values, d.mask)  # [B, heads, 1, hd]
             parts.append(out.squeeze(2).transpose(0, 1).unsqueeze(0))  # [1, heads, B, hd]
         for c in step.chunks:
-            keys = k_store[c.table].view(1, -1, kvh, hd).transpose(1, 2)  # [1, kv_heads, S, hd]
-            values = v_store[c.table].view(1, -1, kvh, hd).transpose(1, 2)
+            keys = k_store.index_select(0, c.table).view(1, -1, kvh, hd).transpose(1, 2)  # [1, kv_heads, S, hd]
+            values = v_store.index_select(0, c.table).view(1, -1, kvh, hd).transpose(1, 2)
             parts.append(attend_fn(q[:, :, c.start : c.start + c.length], keys, values, c.mask))
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)
