@@ -76,6 +76,8 @@ class DecodeStep:
     count: int
     parts: list[BlockQueries]
     merge: torch.Tensor  # [count, most pairs of a row] indexes into the pairs of all parts, in order
+    run: tuple[int, torch.Tensor] | None = None  # one row whose blocks are consecutive: (first block, bool mask
+    # [1, 1, 1, S]); it attends them as one view of the store, as the static cache's single row does
 
 
 @dataclass
@@ -129,7 +131,7 @@ class PagedStep:
         v_store.view(-1, kvh, hd).index_copy_(0, step.slots, v[0].transpose(0, 1))
         parts = []
         if step.decode is not None:
-            parts.append(self._attend_decode(step.decode, q, k_store, v_store, self.scales[layer]))
+            parts.append(self._attend_decode(step.decode, q, k_store, v_store, self.scales[layer], attend_fn))
         for c in step.chunks:
             keys = k_store.index_select(0, c.table).view(1, -1, kvh, hd).transpose(1, 2)  # [1, kv_heads, S, hd]
             values = v_store.index_select(0, c.table).view(1, -1, kvh, hd).transpose(1, 2)
@@ -137,10 +139,21 @@ class PagedStep:
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)
 
     def _attend_decode(
-        self, d: DecodeStep, q: torch.Tensor, k_store: torch.Tensor, v_store: torch.Tensor, scale: float
+        self,
+        d: DecodeStep,
+        q: torch.Tensor,
+        k_store: torch.Tensor,
+        v_store: torch.Tensor,
+        scale: float,
+        attend_fn: AttendFn,
     ) -> torch.Tensor:
         """Decoding rows' attention [1, heads, count, hd], block by block, merged by log-sum-exp."""
         B, (h, hd), kvh = d.count, q.shape[1::2], k_store.shape[2]
+        if d.run is not None:  # [1, kv_heads, S, hd] views of consecutive blocks
+            lo, mask = d.run
+            keys = k_store[lo : lo + mask.shape[-1] // k_store.shape[1]].view(1, -1, kvh, hd).transpose(1, 2)
+            values = v_store[lo : lo + mask.shape[-1] // k_store.shape[1]].view(1, -1, kvh, hd).transpose(1, 2)
+            return attend_fn(q[:, :, :1], keys, values, mask)
         q_rows = q[0, :, :B].transpose(0, 1).reshape(B, kvh, h // kvh, hd)  # [B, kv_heads, heads per kv head, hd]
         outs, lses = [], []
         for part in d.parts:
