@@ -4,7 +4,8 @@ Random weights with the shapes of GPT-2 small (124M), SmolLM2-135M and Gemma 3 2
 shapes in Llama blocks) are saved as safetensors checkpoints; transformers and taskhub load
 them, and llama.cpp (llama-cpp-python) loads the same weights written as GGUF by
 gguf_export.py (F32, BF16, Q8_0). Every engine decodes greedily (prompt 32 tokens, 128 new
-tokens, no EOS stop) at batch 1 and 8 (llama.cpp: batch 1), in this process, with the same
+tokens, no EOS stop) at batch 1 and 8 (llama.cpp, and taskhub's continuous-batching engine serving one
+request: batch 1 only), in this process, with the same
 number of threads. Each cell is the fastest of --repeats runs after one warm-up, the engines
 interleaved so that load from other processes falls on all of them alike.
 
@@ -48,6 +49,7 @@ import transformers
 from taskhub_textgen.backend import PromptBatch
 from taskhub_textgen.checkpoint import load_transformer
 from taskhub_textgen.config import GenerationConfig
+from taskhub_textgen.engine.engine import Engine as GenerationEngine
 from taskhub_textgen.generate import generate
 from taskhub_textgen.model import Transformer
 from taskhub_textgen.native_backend import NativeBackend
@@ -254,6 +256,16 @@ def run_native(backend: NativeBackend, ids: torch.Tensor, *, new: int) -> Run:
     return Run(wall, ttft, peak.growth, torch.tensor([r[0].token_ids for r in rows]))
 
 
+def run_engine(engine: GenerationEngine, ids: torch.Tensor, *, new: int) -> Run:
+    """One request through the continuous-batching engine: what pipe(prompt) and the server run."""
+    config = GenerationConfig(max_new_tokens=new, min_new_tokens=new, eos_token_id=[EOS], pad_token_id=EOS)
+    with PeakRSS() as peak:
+        start = time.perf_counter()
+        (generation,) = engine.submit(ids[0].tolist(), config).result()
+        wall = time.perf_counter() - start
+    return Run(wall, generation.metrics["ttft_s"], peak.growth, torch.tensor([generation.token_ids]))
+
+
 def measure(engines: dict[str, Callable[[], Run]], repeats: int) -> dict[str, Run]:
     """Fastest of `repeats` runs per engine, engines interleaved so load changes hit all alike."""
     for fn in engines.values():
@@ -308,6 +320,11 @@ def build_engines(path: Path, new: int, extras: bool, compile_: bool, llama_cpp:
     engines = {"transformers fp32": module_engine(partial(run_transformers, hf, new=new), hf)}
     for name, backend in backends.items():
         engines[name] = module_engine(partial(run_native, backend, new=new), backend.model)
+    model = backends["taskhub fp32"].model  # the same weights, served by the engine (batch 1: one request)
+    engine = GenerationEngine(model, kv_cache_bytes=256 << 20)
+    engines["taskhub engine fp32"] = Engine(
+        partial(run_engine, engine, new=new), weight_bytes(model), bytes_per_step(model, model.output), True
+    )
     if llama_cpp:
         for outtype in ("f32", "bf16", "q8_0") if extras else ("f32",):
             gguf_path = path / f"model-{outtype}.gguf"

@@ -291,6 +291,8 @@ def main() -> None:
                     name,
                     "--dtype",
                     args.dtype,
+                    "--threads",
+                    str(args.threads),
                 ] + (["--quick"] if args.quick else [])
                 proc = subprocess.run(cmd, capture_output=True, text=True)
                 if proc.returncode != 0:

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from fixtures_batch import read_records, reference_embeddings, sentence, write_job, write_jsonl, write_texts
+from fixtures_decoding import PAD, decoding_model_dirs, decoding_models  # noqa: F401  (session fixtures)
 
 import taskhub
 
@@ -68,6 +70,48 @@ def test_sigkill_at_any_point_then_rerun_gives_every_input_exactly_once(tmp_path
     by_id = {r["id"]: r["output"] for r in records}
     got = np.array([by_id[f"k{i}"] for i in range(len(texts))])
     np.testing.assert_allclose(got, reference_embeddings(texts), atol=2e-5)
+
+
+@pytest.mark.slow
+def test_sigkilled_generation_job_rerun_gives_every_id_once_with_transformers_text(
+    tmp_path: Path, decoding_model_dirs, decoding_models
+) -> None:
+    """text-generation runs through the engine with a wide window of batches in flight, records written in
+    completion order: a kill and a rerun still give every id exactly once, each with its own continuation."""
+    model, tokenizer = decoding_models["llama"]
+    prompts = [sentence(i) for i in range(100)]
+    write_jsonl(tmp_path / "in.jsonl", [{"key": f"k{i}", "text": t} for i, t in enumerate(prompts)])
+    params = {"max_new_tokens": 24, "return_full_text": False}
+    inputs = {"jsonl": "in.jsonl", "field": "text", "id_field": "key"}
+    job = write_job(
+        tmp_path,
+        task="text-generation",
+        model=str(decoding_model_dirs["llama"]),
+        inputs=inputs,
+        batch_size=2,
+        params=params,
+    )
+    out = tmp_path / "out.jsonl"
+    proc = _start(job)
+    _wait_for_lines(proc, out, 1)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=30) == -signal.SIGKILL
+    proc.communicate()
+    assert 1 <= _lines(out) < len(prompts)
+    proc = _start(job)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr
+    summary = json.loads(stdout)
+    assert summary["remaining"] == 0 and summary["failed"] == 0 and summary["skipped"] >= 1
+    records = read_records(out)
+    counts = Counter(r["id"] for r in records)
+    assert set(counts) == {f"k{i}" for i in range(len(prompts))} and set(counts.values()) == {1}
+    by_id = {r["id"]: r["output"] for r in records}
+    for i, prompt in enumerate(prompts):
+        ids = tokenizer(prompt)["input_ids"]
+        generated = model.generate(torch.tensor([ids]), max_new_tokens=24, do_sample=False, pad_token_id=PAD)
+        expected = tokenizer.decode(generated[0, len(ids) :], skip_special_tokens=True)
+        assert by_id[f"k{i}"] == [{"generated_text": expected}], i
 
 
 def test_a_torn_last_line_is_dropped_and_its_item_redone(tmp_path: Path) -> None:

@@ -122,6 +122,24 @@ def test_40_mixed_requests_equal_solo_runs(models, tokenizer, kind, prefix_cachi
     assert (stats.prefix_hit_rate > 0) == prefix_caching
 
 
+@pytest.mark.parametrize("kind", ["llama", "qwen2"])  # qwen2: two layer groups (one windowed)
+def test_requests_admitted_together_share_their_prefix_blocks(models, tokenizer, kind):
+    model = models[kind]
+    prefix = SHARED_PREFIX[:12]  # three full 4-token blocks
+    requests = [(prefix + [20 + i, 30 + i], GenerationConfig(max_new_tokens=6, **controls(i))) for i in range(5)]
+    expected = [solo(model, tokenizer, p, c) for p, c in requests]
+    engine = Engine(model, tokenizer, block_size=4, max_batch_tokens=200, background=False)
+    handles = [engine.submit(*r) for r in requests]
+    engine.step()  # all five are admitted in this one step
+    stats = engine.stats()
+    rows = sum(c.num_return_sequences for _, c in requests)
+    # the three prefix blocks are computed once; every row has its own block for the rest (per layer group)
+    assert stats.prefix_hit_rate == pytest.approx(12 * (len(requests) - 1) / (14 * len(requests)))
+    assert stats.blocks_used == len(engine.windows) * (3 + rows)
+    for handle, e in zip(handles, expected):
+        assert_same(handle.result(), e)
+
+
 @pytest.mark.parametrize("kind, blocks, batch_tokens", [("llama", 72, 64), ("mistral", 24, 16)])
 def test_budget_far_below_demand_preempts_and_stays_exact(models, tokenizer, kind, blocks, batch_tokens):
     """The 16 requests need ~1,500 tokens of cache together (Mistral's window frees most of it)."""

@@ -85,8 +85,21 @@ class BlockPool:
             else:
                 self.free.append(block)
 
-    def register(self, block: int, digest: bytes) -> None:
-        """`block` now holds the full prefix block `digest`; later requests may share it."""
-        if digest not in self.by_hash and block not in self.hash_of:
-            self.by_hash[digest] = block
-            self.hash_of[block] = digest
+    def register(self, block: int, digest: bytes) -> bool:
+        """`block` holds (or this step computes) the full prefix block `digest`; later requests may share it.
+        False when the digest or the block was already known."""
+        if digest in self.by_hash or block in self.hash_of:
+            return False
+        self.by_hash[digest] = block
+        self.hash_of[block] = digest
+        return True
+
+    def unregister(self, block: int) -> None:
+        """`block` never received the keys/values its hash promised: no request may find it."""
+        digest = self.hash_of.pop(block, None)
+        if digest is None:
+            return
+        del self.by_hash[digest]
+        if block in self.cached:
+            del self.cached[block]
+            self.free.append(block)

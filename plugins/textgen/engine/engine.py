@@ -207,6 +207,7 @@ class Engine:
             try:
                 logits, owners = self.runner.forward(work)
             except BaseException as exc:
+                self.scheduler.step_failed()
                 for request, _ in work:
                     self.scheduler.drop(request)
                     request.fail(exc)

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from ..kv_cache import AttendFn
+from ..model import soft_cap
 
 
 class PagedKVStore:
@@ -49,13 +50,34 @@ class PagedKVStore:
 
 
 @dataclass
-class DecodeRows:
-    """Consecutive sequences that add one token this step, attended as one padded batch."""
+class BlockQueries:
+    """Blocks that decoding rows attend, each (block, row) pair one small attention problem.
 
-    start: int  # first of their tokens in the step's flat batch
-    count: int  # rows
-    tables: torch.Tensor  # [B, max_blocks] live block ids, padded by repeating the last block
-    mask: torch.Tensor  # [B, 1, 1, max_blocks * block_size] True = the query sees that key
+    A pair is one block read by one decoding row's query; the block's keys/values are either
+    read in place from a range of the store (`lo`..`lo + len(rows)`, no copy) or copied out by
+    index_select (blocks several rows share, or a range too sparse to read whole).
+    """
+
+    lo: int  # first store block of the range read in place (only with `blocks is None`)
+    blocks: torch.Tensor | None  # [P] store blocks copied out, or None: the range lo..lo+P is read in place
+    rows: torch.Tensor  # [P] decoding row whose query meets each block
+    mask: torch.Tensor  # [P, 1, 1, block_size] float: 0 where the row sees the key, -inf where not
+
+
+@dataclass
+class DecodeStep:
+    """The decoding rows of a step (one query each, the first `count` tokens), attended block by block.
+
+    Each pair gives a partial attention output and its log-sum-exp; `merge` lists each row's
+    pairs (padded with the index one past the last pair, an empty entry), and a softmax over
+    their log-sum-exps weighs them into the row's exact attention over all its keys.
+    """
+
+    count: int
+    parts: list[BlockQueries]
+    merge: torch.Tensor  # [count, most pairs of a row] indexes into the pairs of all parts, in order
+    run: tuple[int, torch.Tensor] | None = None  # one row whose blocks are consecutive: (first block, bool mask
+    # [1, 1, 1, S]); it attends them as one view of the store, as the static cache's single row does
 
 
 @dataclass
@@ -73,7 +95,7 @@ class GroupStep:
     """What a forward needs for the layers of one group: where tokens go, what each query sees."""
 
     slots: torch.Tensor  # [N] flat slot (block * block_size + offset) of every token of the step
-    decode: list[DecodeRows]  # decoding rows in buckets of similar length (little padding)
+    decode: DecodeStep | None  # the decoding rows (None: no row decodes this step)
     chunks: list[Chunk]
 
 
@@ -81,13 +103,19 @@ class PagedStep:
     """The model's cache for one engine step (implements kv_cache.Cache over a PagedKVStore).
 
     The step's tokens are flattened into one row of N tokens: first one token per decoding
-    sequence (shortest context first), then the prefill chunks. Keys/values are written to their slots, then each
-    query attends over its own sequence's blocks, gathered into SDPA's layout.
+    sequence, then the prefill chunks. Keys/values are written to their slots. Decoding queries
+    attend block by block (blocks read in place, partial results merged by log-sum-exp), so a
+    decode step never copies the context; each prefill chunk attends its sequence's blocks
+    gathered into SDPA's layout, through the layer's own attention math.
     """
 
-    def __init__(self, store: PagedKVStore, groups: dict[int | None, GroupStep]) -> None:
+    def __init__(
+        self, store: PagedKVStore, groups: dict[int | None, GroupStep], scales: list[float], softcap: float | None
+    ) -> None:
         self.store = store
         self.groups = groups  # window size -> the step of the layers with that window
+        self.scales = scales  # per layer: the attention scale
+        self.softcap = softcap  # attention soft-capping of the model (Gemma 2), if any
 
     def prepare(self, valid: torch.Tensor, windows: set[int | None]) -> dict[int | None, Any]:
         return self.groups
@@ -102,15 +130,61 @@ class PagedStep:
         k_store.view(-1, kvh, hd).index_copy_(0, step.slots, k[0].transpose(0, 1))
         v_store.view(-1, kvh, hd).index_copy_(0, step.slots, v[0].transpose(0, 1))
         parts = []
-        for d in step.decode:
-            B = d.count
-            keys = k_store[d.tables].view(B, -1, kvh, hd).transpose(1, 2)  # [B, kv_heads, S, hd]
-            values = v_store[d.tables].view(B, -1, kvh, hd).transpose(1, 2)
-            q_rows = q[0, :, d.start : d.start + B].transpose(0, 1).unsqueeze(2)  # [B, heads, 1, hd]
-            out = attend_fn(q_rows, keys, values, d.mask)  # [B, heads, 1, hd]
-            parts.append(out.squeeze(2).transpose(0, 1).unsqueeze(0))  # [1, heads, B, hd]
+        if step.decode is not None:
+            parts.append(self._attend_decode(step.decode, q, k_store, v_store, self.scales[layer], attend_fn))
         for c in step.chunks:
-            keys = k_store[c.table].view(1, -1, kvh, hd).transpose(1, 2)  # [1, kv_heads, S, hd]
-            values = v_store[c.table].view(1, -1, kvh, hd).transpose(1, 2)
+            keys = k_store.index_select(0, c.table).view(1, -1, kvh, hd).transpose(1, 2)  # [1, kv_heads, S, hd]
+            values = v_store.index_select(0, c.table).view(1, -1, kvh, hd).transpose(1, 2)
             parts.append(attend_fn(q[:, :, c.start : c.start + c.length], keys, values, c.mask))
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)
+
+    def _attend_decode(
+        self,
+        d: DecodeStep,
+        q: torch.Tensor,
+        k_store: torch.Tensor,
+        v_store: torch.Tensor,
+        scale: float,
+        attend_fn: AttendFn,
+    ) -> torch.Tensor:
+        """Decoding rows' attention [1, heads, count, hd], block by block, merged by log-sum-exp."""
+        B, (h, hd), kvh = d.count, q.shape[1::2], k_store.shape[2]
+        if d.run is not None:  # [1, kv_heads, S, hd] views of consecutive blocks
+            lo, mask = d.run
+            keys = k_store[lo : lo + mask.shape[-1] // k_store.shape[1]].view(1, -1, kvh, hd).transpose(1, 2)
+            values = v_store[lo : lo + mask.shape[-1] // k_store.shape[1]].view(1, -1, kvh, hd).transpose(1, 2)
+            return attend_fn(q[:, :, :1], keys, values, mask)
+        q_rows = q[0, :, :B].transpose(0, 1).reshape(B, kvh, h // kvh, hd)  # [B, kv_heads, heads per kv head, hd]
+        outs, lses = [], []
+        for part in d.parts:
+            if part.blocks is None:  # [P, kv_heads, block_size, hd] views of the store: no copy
+                keys = k_store[part.lo : part.lo + len(part.rows)].transpose(1, 2)
+                values = v_store[part.lo : part.lo + len(part.rows)].transpose(1, 2)
+            else:
+                keys = k_store.index_select(0, part.blocks).transpose(1, 2)
+                values = v_store.index_select(0, part.blocks).transpose(1, 2)
+            out, lse = block_attention(q_rows.index_select(0, part.rows), keys, values, part.mask, scale, self.softcap)
+            outs.append(out.float())
+            lses.append(lse)
+        outs.append(outs[0].new_zeros(1, *outs[0].shape[1:]))  # the empty entry that pads `merge`
+        lses.append(lses[0].new_full((1, *lses[0].shape[1:]), float("-inf")))
+        weights = torch.cat(lses).index_select(0, d.merge.view(-1)).view(*d.merge.shape, kvh, -1).softmax(dim=1)
+        pieces = torch.cat(outs).index_select(0, d.merge.view(-1)).view(*d.merge.shape, kvh, -1, hd)
+        y = (pieces * weights[..., None]).sum(dim=1).to(q.dtype)  # [B, kv_heads, heads per kv head, hd]
+        return y.view(B, h, hd).transpose(0, 1).unsqueeze(0)
+
+
+def block_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, scale: float, softcap: float | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """q [P, kvh, g, hd] (a kv head's query heads as rows) over one block each, k, v [P, kvh, bs, hd], mask
+    [P, 1, 1, bs] additive -> output [P, kvh, g, hd] and log-sum-exp [P, kvh, g] (fp32) of the scores.
+
+    PyTorch's CPU flash kernel returns the log-sum-exp beside the output; with soft-capping the
+    scores are computed explicitly, in transformers' order (scale, cap, mask, fp32 softmax)."""
+    if softcap is None:
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, attn_mask=mask, scale=scale)
+        return out, lse
+    scores = (soft_cap(q @ k.transpose(-1, -2) * scale, softcap) + mask).float()  # [P, kvh, g, bs]
+    lse = scores.logsumexp(dim=-1)
+    return (scores - lse[..., None]).exp().to(q.dtype) @ v, lse

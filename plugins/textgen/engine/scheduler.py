@@ -40,6 +40,7 @@ class Scheduler:
         self.prompt_tokens = 0  # prompt tokens looked up in the prefix cache
         self.hit_tokens = 0  # of which found cached
         self.peak_used = [0] * len(windows)
+        self.published_ahead: list[tuple[int, int]] = []  # (group, block) hashed before this step's forward ran
 
     def schedule(self) -> list[tuple[Request, int]]:
         """The work of the next step: (request, tokens per live row); blocks are allocated."""
@@ -77,17 +78,26 @@ class Scheduler:
             self.running.append(request)
             work.append((request, length))
             budget -= length * width
+            if self.prefix_caching:
+                self._publish_ahead(request, length)
         for g, pool in enumerate(self.pools):
             self.peak_used[g] = max(self.peak_used[g], pool.used)
         return work
 
     def computed(self, work: list[tuple[Request, int]]) -> None:
         """The step ran: advance rows and publish their newly full blocks to the prefix cache."""
+        self.published_ahead.clear()
         for request, length in work:
             for row in request.live_rows:
                 row.computed += length
                 if self.prefix_caching:
                     self._register_full_blocks(row)
+
+    def step_failed(self) -> None:
+        """The step's forward raised: blocks published ahead of it hold no keys/values, so forget their hashes."""
+        for g, block in self.published_ahead:
+            self.pools[g].unregister(block)
+        self.published_ahead.clear()
 
     def release_row(self, row: Row) -> None:
         """A row stopped generating: its blocks go back to the pools (hashed ones stay cached)."""
@@ -171,6 +181,21 @@ class Scheduler:
             i = len(row.hashes)
             parent = row.hashes[-1] if row.hashes else ROOT_HASH
             row.hashes.append(block_hash(parent, row.tokens[i * bs : (i + 1) * bs]))
+
+    def _publish_ahead(self, request: Request, length: int) -> None:
+        """Publish the full blocks this step will compute for a newly admitted request before the forward, so
+        requests admitted after it in the same step share them: every layer writes the step's keys/values
+        before any query of the step attends, so a later chunk reads them in the same forward. Only admitted
+        requests do this: no request is preempted after admission starts, so these blocks will be computed."""
+        bs = self.block_size
+        for row in request.live_rows:
+            full = (row.computed + length) // bs
+            self._extend_hashes(row, full)
+            for i in range(row.registered, full):
+                for g, pool in enumerate(self.pools):
+                    if i >= row.first[g] and pool.register(row.blocks[g][i - row.first[g]], row.hashes[i]):
+                        self.published_ahead.append((g, row.blocks[g][i - row.first[g]]))
+            row.registered = max(row.registered, full)
 
     def _register_full_blocks(self, row: Row) -> None:
         full = row.computed // self.block_size
