@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model
 from taskhub_textgen.api import GenerationConfig
 
-from .answer import DEFAULT_TEMPLATE
+from .prompt import DEFAULT_TEMPLATE
 
 
 class RetrievalParams(BaseModel):

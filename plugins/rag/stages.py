@@ -13,10 +13,11 @@ from taskhub import StageContext
 from taskhub.batch import Item
 from taskhub.errors import BadInputError, ParamError
 
-from .answer import Retrieved, check_template, extractive_answer, generative_answers
+from .answer import extractive_answer, generative_answers
 from .build import IndexWriter, find_documents, read_document
 from .embedder import get_embedder
 from .params import AnswerOptions, IndexDocumentsParams, RetrievalParams
+from .prompt import Retrieved, check_template
 from .search import FUSION_DEPTH, check_filter, get_searcher, reciprocal_rank_fusion
 
 
