@@ -93,6 +93,7 @@ class Searcher:
         self.store = store
         self._snapshot: Snapshot | None = None
         self._stamp: int | None = None  # store.version_stamp() when the snapshot was last found current
+        self.nprobes = ANN_NPROBES
         self._lock = threading.Lock()
 
     def snapshot(self) -> Snapshot:
@@ -135,7 +136,7 @@ class Searcher:
         hits = (
             snap.table.search(query, vector_column_name="vector")
             .distance_type("cosine")
-            .nprobes(ANN_NPROBES)
+            .nprobes(self.nprobes)
             .limit(fetch)
             .select(["chunk_id", "_distance"])
             .to_arrow()
