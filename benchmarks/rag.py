@@ -17,7 +17,7 @@ Query: --queries questions over the built index, one at a time: taskhub `run_tas
 (query embedding included; exact search, or IVF when the index has it) vs the baseline's encode + faiss search;
 p50/p95 in ms. Then, for each --ann-vectors size (default 100,000 and 1,000,000), that many synthetic 384-d
 vectors in a LanceDB index with the IVF index: search latency p50/p95 and recall@10 against exact for each
---nprobes, vs faiss flat and taskhub's in-memory exact search on the same vectors (exact up to 200,000), plus
+--nprobes (default: the plugin's choice for that size), vs faiss flat and taskhub's in-memory exact search on the same vectors (exact up to 200,000), plus
 the latency of embedding one query (what a retrieval call adds to the search).
 
     python benchmarks/rag.py [--chunks 100000] [--queries 200] [--ann-vectors 100000 1000000] [--repeats 1]
@@ -44,7 +44,7 @@ from sentence_transformers import SentenceTransformer
 from taskhub_rag.api import IndexStore, build_index
 from taskhub_rag.chunking import chunk_document, tokenizer_offsets
 from taskhub_rag.embedder import Embedder, get_embedder
-from taskhub_rag.search import ANN_NPROBES, Searcher, exact_top_k
+from taskhub_rag.search import Searcher, ann_nprobes, exact_top_k
 from taskhub_rag.store import Card
 
 import taskhub
@@ -273,7 +273,8 @@ def bench_ann(args: argparse.Namespace, work: Path, n: int) -> None:
         search(queries[0])  # warm-up: index and partitions cached
         return search
 
-    lines = [(f"taskhub IVF (nprobes {nprobes})", ivf(nprobes)) for nprobes in args.nprobes]
+    probes = args.nprobes or [ann_nprobes(n)]
+    lines = [(f"taskhub IVF (nprobes {p}{', default' if p == ann_nprobes(n) else ''})", ivf(p)) for p in probes]
     if in_memory:
         lines.append(("faiss flat", lambda q: flat.search(q[None], 10)[1][0].tolist()))
         lines.append(("taskhub exact (in memory)", lambda q: [r for r, _ in exact_top_k(snap.vectors, q[None], 10)[0]]))
@@ -287,7 +288,6 @@ def bench_ann(args: argparse.Namespace, work: Path, n: int) -> None:
             recall[name].append(len(set(hits) & true) / 10)
     for name, _ in lines:
         print(f"  {name:<28} {percentiles(times[name])}  recall@10 {np.mean(recall[name]):.4f}")
-    searcher.nprobes = ANN_NPROBES
 
 
 def bench_query_embedding(args: argparse.Namespace) -> None:
@@ -319,7 +319,9 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--ann-vectors", type=int, nargs="*", default=[100_000, 1_000_000], help="none: no ANN part")
-    parser.add_argument("--nprobes", type=int, nargs="+", default=[ANN_NPROBES], help="IVF partitions probed")
+    parser.add_argument(
+        "--nprobes", type=int, nargs="*", default=[], help="IVF partitions probed (default: the plugin's for the size)"
+    )
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--no-bf16", action="store_true", help="skip the bfloat16 build")
     parser.add_argument("--threads", type=int, help="torch threads for every contender (default: torch's)")
