@@ -127,6 +127,7 @@ def test_a_build_killed_with_sigkill_and_rerun_has_every_chunk_once(tmp_path):
     pattern = str(docs / "**" / "*.md")
     index = tmp_path / "killed"
     import lancedb  # noqa: F401  (its first import takes seconds on a loaded machine: not while the build races on)
+
     args = ["index", "build", str(index), "--inputs", pattern, "--chunk-tokens", "48", "--overlap", "8"]
     proc = subprocess.Popen(
         [sys.executable, "-m", "taskhub.cli", *args, "--write-every", "4", "--quiet"],
