@@ -18,7 +18,7 @@ from .store import IndexStore
 
 RRF_K = 60  # reciprocal-rank fusion constant (Cormack et al. 2009)
 MIN_NPROBES = 20  # IVF partitions scanned per query at least ...
-PROBED_SHARE = 0.1  # ... and at least this share of the sqrt(rows) partitions: recall@10 0.977 at 8% on 1M vectors
+PROBED_SHARE = 0.1  # ... and at least this share of the sqrt(rows) partitions (100 of 1000 at 1M: recall@10 0.983)
 SETTLED_NS = 2_000_000_000  # a version stamp older than this (2 s) is trusted: coarse file times have ticked since
 FUSION_DEPTH = 50  # candidates each retriever contributes to hybrid fusion (at least 5 x top_k)
 Mode = Literal["auto", "exact", "ann"]
