@@ -11,8 +11,9 @@ import torch
 from fixtures_decoding import decoding_model_dirs  # noqa: F401  (session fixture)
 from fixtures_rag import QUESTIONS, ROOT, sample_index  # noqa: F401  (session fixture)
 from sentence_transformers import SentenceTransformer
-from taskhub_rag.answer import Retrieved, build_prompt, cited_numbers, result
+from taskhub_rag.answer import cited_numbers, result
 from taskhub_rag.chunking import sentence_spans
+from taskhub_rag.prompt import Retrieved, build_prompt
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import taskhub
@@ -25,8 +26,9 @@ def normalise(text: str) -> str:
 def test_extractive_answers_cite_the_passages_their_sentences_come_from(sample_index):
     questions = [q["question"] for q in QUESTIONS[:8]]
     for out in taskhub.run_task("rag", questions, index=str(sample_index), top_k=3):
-        assert set(out) == {"answer", "citations", "passages", "invalid_citations"}
+        assert set(out) == {"answer", "citations", "passages", "invalid_citations", "dropped_passages"}
         assert [p["n"] for p in out["passages"]] == [1, 2, 3] and out["invalid_citations"] == []
+        assert out["dropped_passages"] == []
         pieces = [p for p in out["answer"].split("] ") if p]
         assert pieces
         for piece in pieces:
@@ -68,35 +70,81 @@ def test_citations_are_parsed_and_checked_against_the_passages():
     assert build_prompt(item, "{passages}|{question}") == "[1] p1\n\n[2] p2\n\n[3] p3|q?"
 
 
-def test_generative_answer_is_the_decoders_greedy_output_on_the_rag_prompt(sample_index, decoding_model_dirs):
-    path = decoding_model_dirs["llama"]
-    template = "Passages:\n{passages}\nQuestion: {question}\nAnswer:"
-    question = "What are spring tides?"
-    request = dict(
-        model=str(path),
-        index=str(sample_index),
-        top_k=1,  # the tiny decoder's context is 256 positions: one passage fits
-        prompt_template=template,
-        chat=False,
-        max_new_tokens=12,
-    )
-    out = taskhub.run_task("rag", question, **request)
-    passages = [{k: v for k, v in p.items() if k != "n"} for p in out["passages"]]
-    prompt = build_prompt(Retrieved(question, passages, embedder=None), template)  # type: ignore[arg-type]
+def greedy_answer(path, prompt: str, max_new_tokens: int) -> tuple[str, int]:
+    """transformers' greedy continuation of `prompt` (decoded, stripped) and the prompt's token count."""
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path).eval()
     ids = tokenizer(prompt, return_tensors="pt").input_ids
     with torch.no_grad():
-        generated = model.generate(ids, max_new_tokens=12, do_sample=False, pad_token_id=0)
-    expected = tokenizer.decode(generated[0, ids.shape[1] :], skip_special_tokens=True).strip()
+        generated = model.generate(ids, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=0)
+    return tokenizer.decode(generated[0, ids.shape[1] :], skip_special_tokens=True).strip(), ids.shape[1]
+
+
+def prompt_tokens(path, question: str, passages: list[dict], template: str) -> int:
+    prompt = build_prompt(Retrieved(question, passages, embedder=None), template)  # type: ignore[arg-type]
+    return len(AutoTokenizer.from_pretrained(path)(prompt).input_ids)
+
+
+def without_n(passages: list[dict]) -> list[dict]:
+    return [{k: v for k, v in p.items() if k != "n"} for p in passages]
+
+
+TEMPLATE = "Passages:\n{passages}\nQuestion: {question}\nAnswer:"
+CONTEXT = 256  # the tiny decoders' max_position_embeddings (tests/fixtures_decoding.py)
+
+
+def test_generative_answer_keeps_the_best_passages_that_fit_the_context(sample_index, decoding_model_dirs):
+    path = decoding_model_dirs["llama"]
+    question = "What are spring tides?"
+    request = dict(
+        model=str(path), index=str(sample_index), top_k=5, prompt_template=TEMPLATE, chat=False, max_new_tokens=12
+    )
+    retrieved = taskhub.run_task("retrieval", question, index=str(sample_index), top_k=5)
+    assert prompt_tokens(path, question, retrieved, TEMPLATE) + 12 > CONTEXT  # all five would not fit
+    out = taskhub.run_task("rag", question, **request)
+    kept = len(out["passages"])
+    assert 1 <= kept < 5
+    assert without_n(out["passages"]) == retrieved[:kept]  # the best ones, whole, in rank order
+    assert out["dropped_passages"] == retrieved[kept:]
+    assert prompt_tokens(path, question, retrieved[:kept], TEMPLATE) + 12 <= CONTEXT
+    assert prompt_tokens(path, question, retrieved[: kept + 1], TEMPLATE) + 12 > CONTEXT  # one more would not fit
+    expected, _ = greedy_answer(path, build_prompt(Retrieved(question, retrieved[:kept], None), TEMPLATE), 12)  # type: ignore[arg-type]
     assert out["answer"] == expected
-    assert out["invalid_citations"] == [n for n in cited_numbers(expected) if n != 1]
+    assert out["invalid_citations"] == [n for n in cited_numbers(expected) if not 1 <= n <= kept]
 
     stream = taskhub.run_task("rag", question, stream=True, **request)
     assert "".join(stream).strip() == expected
     assert stream.result is not None and stream.result["answer"] == expected
+    assert stream.result["passages"] == out["passages"]
     with pytest.raises(taskhub.ParamError, match=r"prompt_template must contain \{question\}"):
         taskhub.run_task("rag", question, model=str(path), index=str(sample_index), prompt_template="{passages}")
+
+
+def test_generative_answer_trims_the_best_passage_when_it_alone_is_too_long(sample_index, decoding_model_dirs):
+    path = decoding_model_dirs["llama"]
+    question = "How do bees tell each other where flowers are?"
+    new_tokens = 150  # leaves 106 prompt tokens: less than any whole passage
+    request = dict(model=str(path), index=str(sample_index), top_k=3, prompt_template=TEMPLATE, chat=False)
+    retrieved = taskhub.run_task("retrieval", question, index=str(sample_index), top_k=3)
+    out = taskhub.run_task("rag", question, max_new_tokens=new_tokens, **request)
+    [given] = out["passages"]
+    best = retrieved[0]
+    assert given["trimmed"] is True and given["chunk_id"] == best["chunk_id"]
+    assert best["text"].startswith(given["text"]) and len(given["text"]) < len(best["text"])
+    assert given["end"] - given["start"] == len(given["text"])  # offsets still locate the text given
+    assert out["dropped_passages"] == retrieved[1:]
+    given_passage = [{k: v for k, v in given.items() if k not in ("n", "trimmed")}]
+    assert prompt_tokens(path, question, given_passage, TEMPLATE) + new_tokens <= CONTEXT
+    next_word = best["text"][len(given["text"]) :].split()[0]
+    longer = [
+        {**given_passage[0], "text": given["text"] + best["text"][len(given["text"]) :].split(next_word)[0] + next_word}
+    ]
+    assert prompt_tokens(path, question, longer, TEMPLATE) + new_tokens > CONTEXT  # the longest cut that fits
+    expected, _ = greedy_answer(path, build_prompt(Retrieved(question, given_passage, None), TEMPLATE), new_tokens)  # type: ignore[arg-type]
+    assert out["answer"] == expected
+
+    with pytest.raises(taskhub.BadInputError, match="no room for a passage"):
+        taskhub.run_task("rag", "why " * 120 + "?", max_new_tokens=new_tokens, **request)
 
 
 def test_rag_batch_job_answers_questions_with_citations_and_resumes(sample_index, tmp_path):

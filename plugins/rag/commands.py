@@ -24,6 +24,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     build.add_argument("--model", help="embedding model (default: the packaged all-MiniLM-L6-v2, or the index's)")
     build.add_argument("--revision")
     build.add_argument("--device")
+    build.add_argument(
+        "--dtype", choices=["float32", "bfloat16"], help="encoder weights (default float32, or the index's)"
+    )
     build.add_argument("--sync", action="store_true", help="also remove documents the globs no longer match")
     build.add_argument(
         "--meta", action="append", default=[], metavar="KEY=VALUE", help="metadata on every document (repeatable)"
@@ -81,6 +84,7 @@ def _build(args: argparse.Namespace) -> dict[str, Any]:
         ann=args.ann,
         write_every=args.write_every,
         device=args.device,
+        dtype=args.dtype,
         progress=not args.quiet,
     )
 

@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model
 from taskhub_textgen.api import GenerationConfig
 
-from .answer import DEFAULT_TEMPLATE
+from .prompt import DEFAULT_TEMPLATE
 
 
 class RetrievalParams(BaseModel):
@@ -66,3 +66,6 @@ class IndexDocumentsParams(BaseModel):
     )
     chunk_tokens: int | None = Field(None, ge=1, description="Default: the index's, else 256")
     overlap: int | None = Field(None, ge=0, description="Default: the index's, else 32")
+    dtype: Literal["float32", "bfloat16"] | None = Field(
+        None, description="Encoder weights when embedding: the index's, else float32 (bfloat16 is faster on AMX CPUs)"
+    )

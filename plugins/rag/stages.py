@@ -13,10 +13,11 @@ from taskhub import StageContext
 from taskhub.batch import Item
 from taskhub.errors import BadInputError, ParamError
 
-from .answer import Retrieved, check_template, extractive_answer, generative_answers
+from .answer import extractive_answer, generative_answers
 from .build import IndexWriter, find_documents, read_document
 from .embedder import get_embedder
 from .params import AnswerOptions, IndexDocumentsParams, RetrievalParams
+from .prompt import Retrieved, check_template
 from .search import FUSION_DEPTH, check_filter, get_searcher, reciprocal_rank_fusion
 
 
@@ -40,7 +41,7 @@ def retrieve(
     searcher = get_searcher(required_index(params.index))
     card = searcher.store.card
     card.check_model(model, None if model is None else card.revision, searcher.store.path)
-    embedder = get_embedder(card.model, card.revision, device)
+    embedder = get_embedder(card.model, card.revision, device, card.dtype)
     where = check_filter(params.filter)
     vectors = embedder.embed(queries)
     snap = searcher.snapshot()
@@ -94,7 +95,9 @@ def index_documents(items: list[Any], params: IndexDocumentsParams, ctx: StageCo
     chosen = {
         k: v for k, v in params.model_dump(include={"chunker", "chunk_tokens", "overlap"}).items() if v is not None
     }
-    writer = IndexWriter(required_index(params.index), model=ctx.model_id, chunking=chosen, device=ctx.device)
+    writer = IndexWriter(
+        required_index(params.index), model=ctx.model_id, chunking=chosen, device=ctx.device, dtype=params.dtype
+    )
     pending, out = [], []
     for item in items:
         if not isinstance(item, dict) or not {"doc_id", "path"} <= item.keys():

@@ -69,6 +69,7 @@ class Card:
     chunk_tokens: int
     overlap: int
     format: int = FORMAT
+    dtype: str = "float32"  # the encoder's weights when embedding (bfloat16: faster, cosine >= 0.9998 to fp32)
 
     @property
     def model_ref(self) -> str:
@@ -113,7 +114,7 @@ class IndexStore:
         """Write the card (atomically); the table is created on the first write."""
         path = index_path(index)
         path.mkdir(parents=True, exist_ok=True)
-        tmp = path / f".{CARD_FILE}.tmp"
+        tmp = path / f".{CARD_FILE}.{os.getpid()}.tmp"  # per process: parallel job workers may create it at once
         tmp.write_text(json.dumps(card.__dict__, indent=2), encoding="utf-8")
         os.replace(tmp, path / CARD_FILE)
         return cls(path, card)
@@ -133,6 +134,12 @@ class IndexStore:
 
         return lancedb.connect(self.path, read_consistency_interval=timedelta(0))
 
+    def _db_at_rest(self) -> Any:
+        """A connection whose tables never look for newer versions (for handles pinned to one)."""
+        import lancedb
+
+        return lancedb.connect(self.path)
+
     def table(self) -> Any:
         """The chunks table, or None before the first chunk was written."""
         with self._lock:
@@ -146,6 +153,22 @@ class IndexStore:
     def version(self) -> int:
         table = self.table()
         return 0 if table is None else int(table.version)
+
+    def version_stamp(self) -> int | None:
+        """When the table's version list last changed (ns), from one stat: every commit adds a manifest to
+        `_versions/`, so an unchanged stamp means an unchanged table (None: no table yet)."""
+        try:
+            return os.stat(self.path / f"{TABLE}.lance" / "_versions").st_mtime_ns
+        except OSError:
+            return None
+
+    def table_at(self, version: int) -> Any:
+        """A read-only handle on the table as of `version` (searches on it never check for newer versions)."""
+        if self.table() is None:
+            return None
+        table = self._db_at_rest().open_table(TABLE)
+        table.checkout(version)
+        return table
 
     def count(self) -> int:
         table = self.table()
@@ -172,9 +195,15 @@ class IndexStore:
             return
         if table is None:
             with self._lock:
-                self._table = self._db().create_table(TABLE, rows)
-        else:
-            table.add(rows)
+                db = self._db()
+                try:
+                    self._table = db.create_table(TABLE, rows)
+                    return
+                except ValueError:  # another process (a parallel job worker) created it first
+                    if TABLE not in db.list_tables().tables:
+                        raise
+                    table = self._table = db.open_table(TABLE)
+        table.add(rows)
 
     def finish(self, ann: bool) -> None:
         """After a build: the BM25 index over text, the ANN index if asked, compaction of small writes."""
@@ -188,18 +217,26 @@ class IndexStore:
         if ann:
             table.create_index("vector", config=IvfFlat(distance_type="cosine"), replace=True)
 
-    def has_ann(self) -> bool:
-        table = self.table()
+    def has_ann(self, table: Any = None) -> bool:
+        """Whether `table` (default: the latest version) has an IVF vector index."""
+        table = table if table is not None else self.table()
         return table is not None and any(i.index_type.upper().startswith("IVF") for i in table.list_indices())
 
     def columns(self) -> tuple[Any, np.ndarray]:
         """Every chunk's fields (a pyarrow table without vectors) and its vectors as an [N, dim] float32 matrix."""
         table = self.table()
+        return self.rows(table), self.vectors(table)
+
+    def rows(self, table: Any) -> Any:
+        """Every chunk's fields but its vector (a pyarrow table) in `table` (a handle; None: no table yet)."""
+        return None if table is None else _scan(table, list(COLUMNS))
+
+    def vectors(self, table: Any) -> np.ndarray:
+        """Every chunk's vector in `table`, in row order, as an [N, dim] float32 matrix."""
         if table is None:
-            return None, np.zeros((0, self.card.dim), dtype=np.float32)
-        data = _scan(table, [*COLUMNS, "vector"])
-        vectors = data["vector"].combine_chunks().values.to_numpy().reshape(data.num_rows, self.card.dim)
-        return data.drop_columns(["vector"]), vectors
+            return np.zeros((0, self.card.dim), dtype=np.float32)
+        data = _scan(table, ["vector"])
+        return data["vector"].combine_chunks().values.to_numpy().reshape(data.num_rows, self.card.dim)
 
     def info(self) -> dict[str, Any]:
         table = self.table()
@@ -215,6 +252,7 @@ class IndexStore:
             "chunker": self.card.chunker,
             "chunk_tokens": self.card.chunk_tokens,
             "overlap": self.card.overlap,
+            "dtype": self.card.dtype,
             "version": self.version,
             "ann_index": self.has_ann(),
             "bytes": size,
