@@ -48,6 +48,7 @@ import torch
 import transformers
 from taskhub_textgen.backend import PromptBatch
 from taskhub_textgen.checkpoint import load_transformer
+from taskhub_textgen.compiled import compile_decode_step
 from taskhub_textgen.config import GenerationConfig
 from taskhub_textgen.engine.engine import Engine as GenerationEngine
 from taskhub_textgen.generate import generate
@@ -316,7 +317,8 @@ def build_engines(path: Path, new: int, extras: bool, compile_: bool, llama_cpp:
         for scheme in ("int8", "int4"):
             backends[f"taskhub {scheme}"] = NativeBackend(quantize(load_transformer(path, dtype=torch.float32), scheme))
     if compile_:
-        backends["taskhub fp32 compiled"] = compiled_backend(path)
+        for name in ("fp32", "bf16", "int8") if extras else ("fp32",):
+            backends[f"taskhub {name} compiled"] = compiled_backend(path, name)
     engines = {"transformers fp32": module_engine(partial(run_transformers, hf, new=new), hf)}
     for name, backend in backends.items():
         engines[name] = module_engine(partial(run_native, backend, new=new), backend.model)
@@ -390,7 +392,7 @@ def bench_batch(engines: dict[str, Engine], ids: torch.Tensor, new: int, repeats
             start = time.perf_counter()
             engine.run(ids)
             print(
-                f"  torch.compile: first generation {time.perf_counter() - start:.1f} s "
+                f"  {name}: first generation {time.perf_counter() - start:.1f} s "
                 "(compilation; not in the numbers below)",
                 flush=True,
             )
@@ -427,7 +429,9 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--no-extras", action="store_true", help="skip the bf16 and int8 native runs")
     parser.add_argument(
-        "--compile", action="store_true", help="add the fp32 native model under torch.compile (compiles for minutes)"
+        "--compile",
+        action="store_true",
+        help="add the native fp32 / bf16 / int8 models with a compiled decode step (compiles for minutes)",
     )
     parser.add_argument("--no-llama-cpp", action="store_true", help="skip the llama.cpp rows")
     parser.add_argument(
@@ -459,14 +463,12 @@ def main() -> None:
             del engines
 
 
-def compiled_backend(path: Path) -> NativeBackend:
-    """fp32 native backend whose forward runs through torch.compile (inductor, weights frozen)."""
-    import torch._inductor.config as inductor_config
-
-    inductor_config.freezing = True  # weights become constants inductor may pre-pack
-    backend = NativeBackend.from_pretrained(path, dtype=torch.float32)
-    backend.model.forward = torch.compile(backend.model.forward, dynamic=True)
-    return backend
+def compiled_backend(path: Path, kind: str) -> NativeBackend:
+    """Native backend ("fp32", "bf16" or "int8") whose decode steps run one inductor graph (compiled.py)."""
+    model = load_transformer(path, dtype=torch.bfloat16 if kind == "bf16" else torch.float32)
+    if kind == "int8":
+        model = quantize(model, "int8")
+    return NativeBackend(model, compile_decode_step(model, "default"))
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from fixtures_textgen import textgen_checkpoints  # noqa: F401  (session fixture
 from safetensors.torch import load_file, save_file
 from taskhub_textgen.backend import PromptBatch
 from taskhub_textgen.checkpoint import load_transformer, read_hf_config, transformer_config
+from taskhub_textgen.compiled import CompiledDecodeStep
 from taskhub_textgen.loading import load_generative_lm
 from taskhub_textgen.model import Transformer
 from taskhub_textgen.native_backend import NativeBackend, is_supported, positions_from_mask
@@ -61,8 +62,11 @@ def full_logits(model: Transformer, ids: torch.Tensor, mask: torch.Tensor) -> to
         return model(ids, positions_from_mask(mask), mask.bool(), cache, all_logits=True)
 
 
-def native_and_transformers_greedy(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """NEW_TOKENS greedy tokens of three left-padded prompts (7, 3, 16 tokens): the native decoder's, transformers'."""
+def native_and_transformers_greedy(path: Path, compile_mode: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """NEW_TOKENS greedy tokens of three left-padded prompts (7, 3, 16 tokens): the native decoder's, transformers'.
+
+    `compile_mode`: run the native decode steps compiled (compiled.py).
+    """
     ids, mask = left_padded([7, 3, 16], seed=3)
     with torch.no_grad():
         ref = hf_model(path).generate(
@@ -74,13 +78,14 @@ def native_and_transformers_greedy(path: Path) -> tuple[torch.Tensor, torch.Tens
             pad_token_id=PAD,
             eos_token_id=EOS,
         )
-    ours = greedy(NativeBackend.from_pretrained(path, dtype=torch.float32), ids, mask, NEW_TOKENS)
+    backend = NativeBackend.from_pretrained(path, dtype=torch.float32, compile_mode=compile_mode)
+    ours = greedy(backend, ids, mask, NEW_TOKENS)
     return ours, ref[:, ids.shape[1] :]
 
 
-def assert_cached_decoding_matches_full_forward(model: Transformer) -> None:
-    """Prefill then one token at a time through the KV cache gives the logits of one full forward."""
-    backend = NativeBackend(model)
+def assert_cached_decoding_matches_full_forward(model: Transformer, step: CompiledDecodeStep | None = None) -> None:
+    """Prefill then one token at a time through the KV cache (or a compiled `step`) gives one full forward's logits."""
+    backend = NativeBackend(model, step)
     ids, mask = left_padded([4, 9, 13], seed=1)
     extra = torch.randint(4, 300, (3, 14), generator=torch.Generator().manual_seed(2))
     full = full_logits(model, torch.cat([ids, extra], 1), torch.cat([mask, torch.ones_like(extra)], 1))

@@ -68,11 +68,11 @@ class KVCache:
         dtype: torch.dtype,
         device: torch.device | str = "cpu",
     ) -> None:
-        shape = (n_layers, batch, n_kv_heads, max_len, head_dim)
-        self.k = torch.zeros(shape, dtype=dtype, device=device)
-        self.v = torch.zeros(shape, dtype=dtype, device=device)
-        self.k_layers = list(self.k.unbind(0))  # per-layer views [B, n_kv_heads, max_len, head_dim]
-        self.v_layers = list(self.v.unbind(0))
+        shape = (batch, n_kv_heads, max_len, head_dim)
+        # one buffer per layer (not views of one tensor), so a compiled step can take them as
+        # separate, non-aliasing inputs and write them in place
+        self.k_layers = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
+        self.v_layers = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
         self.key_valid = torch.zeros(batch, max_len, dtype=torch.bool, device=device)  # [B, max_len]
         self.max_len = max_len
         self.length = 0  # slots filled, including the ones being written by the current step
@@ -113,10 +113,10 @@ class KVCache:
     def reorder(self, rows: torch.Tensor) -> None:
         """Keep rows `rows` [B] in that order (beam search); rows may repeat."""
         n = self.length
-        self.k[:, :, :, :n] = self.k[:, rows, :, :n]
-        self.v[:, :, :, :n] = self.v[:, rows, :, :n]
+        for buf in (*self.k_layers, *self.v_layers):
+            buf[:, :, :n] = buf[rows, :, :n]
         self.key_valid[:, :n] = self.key_valid[rows, :n]
 
     def nbytes(self) -> int:
         """Bytes held by the buffers (for memory reports)."""
-        return self.k.nbytes + self.v.nbytes + self.key_valid.nbytes
+        return sum(buf.nbytes for buf in (*self.k_layers, *self.v_layers)) + self.key_valid.nbytes

@@ -25,6 +25,7 @@ from taskhub.models import ModelSource
 
 from .backend import LogitsBackend
 from .checkpoint import load_transformer
+from .compiled import COMPILE_MODES, compile_decode_step
 from .engine.engine import Engine, engine_supports
 from .hf_backend import HFBackend
 from .model import Transformer
@@ -152,6 +153,14 @@ def _has_safetensors(path: Path) -> bool:
     return any(path.glob("*.safetensors"))
 
 
+def _compile_option(source: ModelSource) -> str | None:
+    """The `compile` option, checked before any weight is read."""
+    mode = source.options.get("compile")
+    if mode not in (None, "none", *COMPILE_MODES):
+        raise ModelNotAvailableError(f"Unknown compile option {mode!r}; expected none, {', '.join(COMPILE_MODES)}.")
+    return mode
+
+
 def load_gguf_lm(source: ModelSource) -> TextGenModel:
     """A .gguf file on the native decoder, with the tokenizer its metadata describes."""
     from .gguf import load_gguf_tokenizer, load_gguf_transformer, read_gguf_config
@@ -159,10 +168,13 @@ def load_gguf_lm(source: ModelSource) -> TextGenModel:
     if source.options.get("backend", "auto") == "transformers":
         raise ModelNotAvailableError("GGUF files load on the native decoder only; use backend auto or native.")
     config = read_gguf_config(source.path)
+    compile_mode = _compile_option(source)
     transformer = load_gguf_transformer(source.path, dtype=source.dtype, device=source.device)
     generation_config = HFGenerationConfig(**{k: config[k] for k in SPECIAL_IDS if config.get(k) is not None})
     tokenizer = load_gguf_tokenizer(source.path)
-    make: Callable[[], LogitsBackend] = partial(NativeBackend, transformer)
+    make: Callable[[], LogitsBackend] = partial(
+        NativeBackend, transformer, compile_decode_step(transformer, compile_mode)
+    )
     return TextGenModel(make, tokenizer, config, generation_config, torch.device(source.device), native=True)
 
 
@@ -174,7 +186,9 @@ def load_generative_lm(source: ModelSource) -> TextGenModel:
     native decoder's continuous-batching Engine (kv_cache_bytes, block_size, max_batch_tokens,
     max_running, prefix_caching), or {"enabled": false} to decode static batches only.
     `options.quantize`: "int8" or "int4" weight-only quantization of the native decoder's
-    linear layers (bf16 activations).
+    linear layers (bf16 activations). `options.compile`: "default" or "max-autotune" runs the
+    native decoder's static-batch decode steps as one torch.compile graph (compiled.py; the
+    first generation compiles, for tens of seconds to minutes, and logs that it does).
     """
     path = Path(source.path)
     if path.suffix == ".gguf" and path.is_file():
@@ -189,6 +203,7 @@ def load_generative_lm(source: ModelSource) -> TextGenModel:
     scheme = source.options.get("quantize")
     if scheme not in (None, "none", *QUANTIZERS):
         raise ModelNotAvailableError(f"Unknown quantize option {scheme!r}; expected none, {', '.join(QUANTIZERS)}.")
+    compile_mode = _compile_option(source)
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=source.trust_remote_code)
     native_ok = not config.get("is_encoder_decoder") and is_supported(config) and _has_safetensors(path)
     if choice == "native" and not native_ok:
@@ -205,7 +220,8 @@ def load_generative_lm(source: ModelSource) -> TextGenModel:
         transformer = load_transformer(path, dtype=source.dtype, device=source.device)
         if scheme not in (None, "none"):
             transformer = quantize(transformer, scheme)
-        make: Callable[[], LogitsBackend] = partial(NativeBackend, transformer)
+        step = compile_decode_step(transformer, compile_mode)
+        make: Callable[[], LogitsBackend] = partial(NativeBackend, transformer, step)
         return TextGenModel(
             make, tokenizer, config, _generation_config(path, config), device, True, transformer, engine_options
         )

@@ -84,6 +84,8 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.float32 and self.weight.dtype == torch.float32:  # no casts: one fused kernel
+            return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
         return self.weight * F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps).to(x.dtype)
 
 
@@ -214,7 +216,7 @@ class Block(nn.Module):
         cache: Cache,
     ) -> torch.Tensor:
         x = x + self.post_attention_norm(self.attention(self.attention_norm(x), rope, mask, cache))
-        return x + self.post_mlp_norm(self.mlp(self.mlp_norm(x)))
+        return x.add_(self.post_mlp_norm(self.mlp(self.mlp_norm(x))))  # x is this block's own tensor
 
 
 class Transformer(nn.Module):

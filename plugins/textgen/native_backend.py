@@ -11,6 +11,7 @@ from taskhub.errors import TaskhubError
 
 from .backend import PromptBatch
 from .checkpoint import load_transformer, transformer_config
+from .compiled import CompiledDecodeStep, compile_decode_step, padded_cache_length
 from .kv_cache import KVCache
 from .model import Transformer
 
@@ -33,11 +34,14 @@ class NativeBackend:
     """Next-token logits from the native model; owns one KV cache per generation.
 
     The model runs under torch.inference_mode (the cheapest dispatch); the logits handed
-    back are cloned out of it so decoding code may modify them in place.
+    back are cloned out of it so decoding code may modify them in place. With a compiled
+    `step` of this model (compiled.py; made once per loaded model, shared by its backends)
+    decode steps run one inductor graph; the prompt still runs eagerly.
     """
 
-    def __init__(self, model: Transformer) -> None:
+    def __init__(self, model: Transformer, step: CompiledDecodeStep | None = None) -> None:
         self.model = model
+        self.step = step
         self.vocab_size = model.cfg.vocab_size
         self.device = model.tok_embeddings.weight.device
         self.cache: KVCache | None = None
@@ -53,8 +57,12 @@ class NativeBackend:
         self.history_mask = torch.zeros(0, 0, dtype=torch.long)  # [B, S] 0 = padding
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, dtype: torch.dtype | None = None, device: str = "cpu") -> NativeBackend:
-        return cls(load_transformer(path, dtype=dtype, device=device))
+    def from_pretrained(
+        cls, path: str | Path, dtype: torch.dtype | None = None, device: str = "cpu", compile_mode: str | None = None
+    ) -> NativeBackend:
+        """A backend over the checkpoint at `path`; `compile_mode` as compiled.compile_decode_step."""
+        model = load_transformer(path, dtype=dtype, device=device)
+        return cls(model, compile_decode_step(model, compile_mode))
 
     def prefill(self, batch: PromptBatch, max_new_tokens: int) -> torch.Tensor:
         """Run the left-padded prompts into a fresh cache sized for `max_new_tokens` more; [B, V] fp32."""
@@ -62,7 +70,8 @@ class NativeBackend:
             ids = batch.input_ids.to(self.device)
             mask = batch.attention_mask.to(self.device)
             B, T = ids.shape
-            self.cache = self.model.new_cache(B, T + max_new_tokens)
+            length = T + max_new_tokens
+            self.cache = self.model.new_cache(B, length if self.step is None else padded_cache_length(length))
             positions = positions_from_mask(mask)
             self.next_positions = positions[:, -1] + 1
             self.valid = torch.ones(B, 1, dtype=torch.bool, device=self.device)
@@ -87,6 +96,8 @@ class NativeBackend:
             ids = next_ids.to(self.device).view(-1, 1)  # [B, 1]
             if self.recompute_at is not None and self.cache.length == self.recompute_at:
                 logits = self._recompute(ids).float()
+            elif self.step is not None:
+                logits = self.step(self.cache, ids, self.next_positions[:, None], self.valid)
             else:
                 logits = self.model(ids, self.next_positions[:, None], self.valid, self.cache)[:, -1].float()
             if self.recompute_at is not None:

@@ -152,4 +152,4 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     rot = cos.shape[-1]
     if rot < x.shape[-1]:
         return torch.cat([apply_rotary(x[..., :rot], cos, sin), x[..., rot:]], dim=-1)
-    return x * cos + torch.roll(x, rot // 2, dims=-1) * sin
+    return torch.addcmul(x * cos, torch.roll(x, rot // 2, dims=-1), sin)  # x * cos + roll(x) * sin in 3 kernels
