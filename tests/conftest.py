@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from typing import Any
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
@@ -34,3 +36,17 @@ def fresh_caches():
     taskhub.clear_caches()
     yield
     taskhub.clear_caches()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[Any]:
+    """One real local Ray cluster (2 CPUs) for every Ray test of the run.
+
+    Started at the first Ray test, while the test process is still small: starting Ray forks
+    its head processes from this process, and a fork late in a long run (many models loaded)
+    can fail with ENOMEM.
+    """
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()

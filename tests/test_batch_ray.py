@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -17,8 +18,7 @@ def _comparable(records: list[dict]) -> dict:
     return {r["id"]: (r["input"], r["error"]) for r in records}
 
 
-def test_ray_records_equal_local_records_and_ray_resumes(tmp_path: Path) -> None:
-    ray = pytest.importorskip("ray")
+def test_ray_records_equal_local_records_and_ray_resumes(tmp_path: Path, ray_cluster: Any) -> None:
     write_texts(tmp_path / "docs", 9)
     (tmp_path / "docs" / "t004.txt").write_bytes(b"\xff\xfe not text")
     local_job = write_job(tmp_path, "local", inputs={"files": "docs/*.txt"}, output="local.jsonl", batch_size=3)
@@ -26,12 +26,8 @@ def test_ray_records_equal_local_records_and_ray_resumes(tmp_path: Path) -> None
         tmp_path, "on-ray", inputs={"files": "docs/*.txt"}, output="ray.jsonl", batch_size=3, executor="ray", workers=2
     )
     taskhub.run_job(local_job, quiet=True)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        first = taskhub.run_job(ray_job, limit=4, quiet=True)
-        second = taskhub.run_job(ray_job, quiet=True)
-    finally:
-        ray.shutdown()
+    first = taskhub.run_job(ray_job, limit=4, quiet=True)
+    second = taskhub.run_job(ray_job, quiet=True)
     assert (first["executor"], first["done"] + first["failed"], first["remaining"]) == ("ray", 4, 5)
     assert (second["skipped"], second["remaining"]) == (4, 0)
     local, on_ray = read_records(tmp_path / "local.jsonl"), read_records(tmp_path / "ray.jsonl")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -25,8 +26,7 @@ def index_rows(index: Path) -> dict[str, tuple]:
     return {r["chunk_id"]: (tuple(sorted(r.items())), vector) for r, vector in zip(records, vectors)}
 
 
-def test_index_documents_on_ray_builds_the_same_index_as_the_local_executor(tmp_path: Path) -> None:
-    ray = pytest.importorskip("ray")
+def test_index_documents_on_ray_builds_the_same_index_as_the_local_executor(tmp_path: Path, ray_cluster: Any) -> None:
     docs = tmp_path / "docs"
     docs.mkdir()
     for name in DOCS:
@@ -45,12 +45,8 @@ def test_index_documents_on_ray_builds_the_same_index_as_the_local_executor(tmp_
         output="ray.jsonl", executor="ray", workers=2, **common,
     )  # fmt: skip
     assert taskhub.run_job(local_job, quiet=True)["done"] == len(DOCS)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        first = taskhub.run_job(ray_job, quiet=True)
-        second = taskhub.run_job(ray_job, quiet=True)
-    finally:
-        ray.shutdown()
+    first = taskhub.run_job(ray_job, quiet=True)
+    second = taskhub.run_job(ray_job, quiet=True)
     assert (first["executor"], first["done"], first["failed"]) == ("ray", len(DOCS), 0)
     assert (second["skipped"], second["remaining"]) == (len(DOCS), 0)
 
