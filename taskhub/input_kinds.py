@@ -39,7 +39,7 @@ class InputKind:
 
     name: str
     expected: str  # how errors describe a valid input: "a string"
-    check: Callable[[Any], bool] | None = None  # False: not an input of this kind
+    check: Callable[[Any], bool] | None = None  # False (or a BadInputError): not an input of this kind
     one_list: Callable[[Any], bool] | None = None  # True: this list is one input, not many
     read: Callable[[bytes, str], Any] | str | None = None  # (file bytes, source) -> input; None: UTF-8 text
     parse: Callable[[str], Any] | str | None = None  # CLI text naming no file -> input; None: the text itself
@@ -55,7 +55,11 @@ class InputKind:
         """Reject what no stage of this kind can take: BadInputError naming input `index` and what was expected."""
         if item is None:
             raise BadInputError(f"Input {index} is None; expected {self.expected}.")
-        if self.check is not None and not self.check(item):
+        try:  # a kind may explain itself: its check raises BadInputError naming the part that is wrong
+            accepted = self.check is None or self.check(item)
+        except BadInputError as exc:
+            raise BadInputError(f"Input {index}: {exc}") from None
+        if not accepted:
             raise BadInputError(f"Input {index} is a {type(item).__name__}; expected {self.expected}.")
         if (
             isinstance(item, str) and not self.by_path

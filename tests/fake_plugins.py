@@ -67,6 +67,31 @@ class FakePlugin:
         register(self.manifest_dir)
 
 
+ODD_TASK = """
+task: odd-results
+modality: text
+input: text
+model_stage: {stage: odd.results}
+"""
+
+ODD_RESULTS = {"nan": float("nan"), "inf": float("-inf"), "bytes": b"\x00", "set": {1}, "object": object()}
+
+
+class OddResults:
+    """A plugin whose stage returns, for some inputs, results that JSON cannot hold."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    @hookimpl
+    def register_stages(self, register: Any) -> None:
+        register("odd.results", lambda items, params, ctx: [ODD_RESULTS.get(x, x.upper()) for x in items])
+
+    @hookimpl
+    def register_manifest_dirs(self, register: Any) -> None:
+        register(self.folder)
+
+
 @contextmanager
 def installed(plugin: Any, name: str) -> Iterator[None]:
     taskhub.register_plugin(plugin, name)

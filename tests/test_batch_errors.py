@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
-from fake_plugins import installed, write_manifest
+from fake_plugins import ODD_RESULTS, ODD_TASK, OddResults, installed, write_manifest
 from fixtures_batch import read_records, reference_embeddings, write_job, write_jsonl, write_texts
 
 import taskhub
-from taskhub import hookimpl
 from taskhub.errors import BadInputError
 
 
@@ -115,31 +113,6 @@ def test_an_item_error_names_the_input_by_its_position_in_the_job(tmp_path: Path
     assert by_id["r3"]["error"]["message"].startswith("Input 3: sentences must be a non-empty list of strings")
     assert by_id["r4"]["error"]["message"].startswith("Input 4 is a int")
     assert all(by_id[f"r{n}"]["error"] is None for n in (0, 1, 2, 5))
-
-
-ODD_TASK = """
-task: odd-results
-modality: text
-input: text
-model_stage: {stage: odd.results}
-"""
-
-ODD_RESULTS = {"nan": float("nan"), "inf": float("-inf"), "bytes": b"\x00", "set": {1}, "object": object()}
-
-
-class OddResults:
-    """A plugin whose stage returns, for some inputs, results that JSON cannot hold."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-
-    @hookimpl
-    def register_stages(self, register: Any) -> None:
-        register("odd.results", lambda items, params, ctx: [ODD_RESULTS.get(x, x.upper()) for x in items])
-
-    @hookimpl
-    def register_manifest_dirs(self, register: Any) -> None:
-        register(self.folder)
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])

@@ -84,6 +84,36 @@ def test_chat_text_on_the_command_line_is_a_prompt_unless_it_is_a_json_conversat
         assert json.loads(capsys.readouterr().out) == want
 
 
+def test_a_bad_chat_message_fails_in_the_cli_and_fails_its_item_alone_in_a_batch_job(
+    tmp_path: Path,
+    decoding_model_dirs,  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    chats = tmp_path / "chats"
+    chats.mkdir()
+    (chats / "good.json").write_text(json.dumps(CHAT))
+    (chats / "bad.json").write_text(json.dumps([CHAT[0], {"role": "user", "content": 7}]))
+    model_dir = str(decoding_model_dirs["llama"])
+    run = ["run", "text-generation", "--model", model_dir, "--param", "max_new_tokens=4", "--json"]
+    message = "Input 0: message 1 has content of type int; expected a string or a list of content parts"
+    assert main([*run, str(chats / "bad.json")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {message}")
+    assert main([*run, json.dumps([{"role": 5, "content": None}])]) == 1  # chat text on the command line
+    assert capsys.readouterr().err.startswith("error: Input 0: message 0 has role 5; expected one of system, user")
+
+    job = write_job(
+        tmp_path, task="text-generation", model=model_dir, params={"max_new_tokens": 4}, inputs={"files": "chats/*"}
+    )
+    summary = taskhub.run_job(job)
+    assert (summary["done"], summary["failed"]) == (1, 1)
+    records = {r["id"]: r for r in read_records(tmp_path / "out.jsonl")}
+    assert records["good.json"]["error"] is None and records["good.json"]["output"]
+    error = records["bad.json"]["error"]
+    assert records["bad.json"]["output"] is None and error["type"] == "BadInputError"
+    assert "message 1 has content of type int" in error["message"]
+
+
 POINT_TASK = """
 task: norm
 modality: geometry

@@ -171,3 +171,19 @@ def test_values_the_task_refuses_are_400_even_when_streaming(client: openai.Open
         with pytest.raises(openai.BadRequestError) as caught:
             client.chat.completions.create(model=llama, messages=CHAT, stream=stream, n=2, temperature=0)
         assert "greedy" in caught.value.body["message"]
+
+
+def test_a_chat_message_the_task_refuses_is_400_naming_it(client: openai.OpenAI, llama: str) -> None:
+    """A role that is not system/user/assistant/tool reached the chat template; a non-string role never parsed."""
+    for stream in (False, True):
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.chat.completions.create(
+                model=llama,
+                messages=[*CHAT, {"role": "villain", "content": "x"}],
+                stream=stream,  # type: ignore[list-item]
+            )
+        error = assert_openai_error({"error": caught.value.body})
+        assert error["message"].startswith("Input 0: message 1 has role 'villain'; expected one of system, user")
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model=llama, messages=[{"role": 5, "content": None}])  # type: ignore[list-item]
+    assert_openai_error({"error": caught.value.body}, "messages.0.role")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fake_plugins import ODD_TASK, OddResults, installed, write_manifest
 from fixtures_serve import LiveServer, running_server
 from fixtures_vision import vit_classifier  # noqa: F401
 from PIL import Image
@@ -103,3 +104,21 @@ def test_allow_local_files_lets_inputs_name_server_files(vit_classifier: Path, p
         status, body = post(live, "/v1/tasks/image-classification", {"inputs": str(tmp_path / "cat.png")})
     assert status == 200
     assert body["outputs"] == taskhub.run_task("image-classification", image, model=str(vit_classifier))
+
+
+def test_a_result_json_cannot_hold_is_an_openai_error_not_a_crash(tmp_path: Path) -> None:
+    """NaN, infinity, a set, an object: a 500 naming the result and what results must be, as batch records do."""
+    write_manifest(tmp_path / "m", "odd", ODD_TASK)
+    with installed(OddResults(tmp_path / "m"), "odd"), running_server(ServeSettings(tasks=("odd-results",))) as live:
+        assert post(live, "/v1/tasks/odd-results", {"inputs": ["first", "bytes"]}) == (
+            200,
+            {"task": "odd-results", "model": None, "outputs": ["FIRST", base64.b64encode(b"\x00").decode()]},
+        )
+        for name in ("nan", "inf", "set", "object"):
+            status, body = post(live, "/v1/tasks/odd-results", {"inputs": ["first", name]})
+            assert status == 500, (name, body)
+            error = body["error"]
+            assert set(error) == {"message", "type", "param", "code"} and error["type"] == "server_error"
+            assert error["message"].startswith("the result cannot be written as JSON"), error
+            assert "finite numbers" in error["message"] and "Traceback" not in error["message"]
+        assert post(live, "/v1/tasks/odd-results", {"inputs": "again"})[0] == 200  # the server goes on

@@ -188,3 +188,36 @@ def test_extractive_summarization_default_is_lexrank_on_minilm():
 def test_summarization_rejects_decoder_only_models(decoding_model_dirs):
     with pytest.raises(ModelNotAvailableError):
         run_task("summarization", DOCUMENT, model=str(decoding_model_dirs["gpt2"]))
+
+
+BAD_CHATS = [
+    ([{"role": 5, "content": None}], "message 0 has role 5; expected one of system, user, assistant, tool"),
+    ([*CHAT, {"role": "villain", "content": "x"}], "message 2 has role 'villain'; expected one of system, user"),
+    ([{"role": "user", "content": None}], "message 0 has content of type NoneType; expected a string or a list"),
+    ([{"role": "user", "content": 7}], "message 0 has content of type int; expected a string or a list"),
+    ([{"role": "user", "content": ["hi"]}], "message 0 content part 0 is 'hi'; expected a string or a list"),
+    ([{"role": "user"}], "message 0 has no 'content'"),
+    ({"messages": [CHAT[0], {"role": "user", "content": {"a": 1}}]}, "message 1 has content of type dict"),
+]
+
+
+@pytest.mark.parametrize(("chat", "message"), BAD_CHATS, ids=lambda v: str(v)[:40] if isinstance(v, str) else None)
+def test_a_bad_chat_message_is_refused_naming_its_index_and_field(decoding_model_dirs, chat, message):
+    """Such messages were rendered by the chat template (role 5, content None) or crashed inside it."""
+    path = str(decoding_model_dirs["llama"])
+    with pytest.raises(BadInputError, match=rf"^Input 0: {message}"):
+        run_task("text-generation", chat, model=path, max_new_tokens=2)
+    with pytest.raises(BadInputError, match=rf"^Input 1: {message}"):
+        run_task("text-generation", [CHAT, chat], model=path, max_new_tokens=2)
+
+
+def test_valid_chat_shapes_still_pass(decoding_model_dirs):
+    """Content parts and an assistant turn that only calls tools are OpenAI's shapes, not errors."""
+    from taskhub_textgen.messages import check_messages
+
+    check_messages([{"role": "user", "content": [{"type": "text", "text": "hi"}]},
+                    {"role": "assistant", "content": None, "tool_calls": [{"id": "1"}]},
+                    {"role": "tool", "content": "42"}])  # fmt: skip
+    texts = run_task("text-generation", [{"role": "user", "content": "Name a dessert."}],
+                     model=str(decoding_model_dirs["llama"]), max_new_tokens=2)  # fmt: skip
+    assert texts and isinstance(texts[0]["generated_text"], list)

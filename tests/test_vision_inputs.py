@@ -125,3 +125,34 @@ def test_run_task_reports_the_bad_file(vit_classifier: Path, tmp_path: Path) -> 
     buffer = io.BytesIO()
     Image.open(SAMPLE_FILES[0]).save(buffer, format="PNG")
     assert pipe(buffer.getvalue()) == pipe(str(SAMPLE_FILES[0]))  # lossless re-encode: same result
+
+
+@pytest.mark.parametrize("shape", [(0, 0, 3), (0, 8, 3), (8, 0, 4), (0, 5), (5, 0, 1)])
+def test_an_image_with_a_zero_side_is_refused_naming_its_size(shape: tuple[int, ...]) -> None:
+    height, width = shape[:2]
+    with pytest.raises(
+        BadInputError, match=rf"^array input 1 is {width}x{height} pixels; expected an image at least 1x1"
+    ):
+        load_image(np.zeros(shape, np.uint8), 1)
+    with pytest.raises(
+        BadInputError, match=rf"^PIL image input 0 is {width}x{height} pixels; expected .* at least 1x1"
+    ):
+        load_images([Image.new("RGB", (width, height))], None, None)  # type: ignore[arg-type]
+
+
+def test_a_zero_sized_image_gets_no_classification(vit_classifier: Path) -> None:  # noqa: F811
+    """The reproduction: a 0x0 array went through resizing and came back classified."""
+    with pytest.raises(BadInputError, match=r"array input 1 is 0x0 pixels"):
+        taskhub.run_task("image-classification", [np.zeros((4, 4, 3), np.uint8), np.zeros((0, 0, 3), np.uint8)],
+                         model=str(vit_classifier))  # fmt: skip
+
+
+def test_arrays_and_pil_images_meet_the_pixel_cap_files_meet(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pillow's decompression-bomb limit guards files on opening; an array or PIL image skipped it."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 64 * 64 - 1)
+    message = r"is 64x64 = 4096 pixels; expected at most 4095 \(PIL.Image.MAX_IMAGE_PIXELS\)"
+    with pytest.raises(BadInputError, match="array input 0 " + message):
+        load_image(np.zeros((64, 64, 3), np.uint8))
+    with pytest.raises(BadInputError, match="PIL image input 0 " + message):
+        load_image(Image.new("RGB", (64, 64)))
+    assert load_image(np.zeros((63, 65, 3), np.uint8)).size == (65, 63)  # at the cap: accepted

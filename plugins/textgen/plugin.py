@@ -10,6 +10,7 @@ from taskhub import read_utf8
 from taskhub.hookspecs import hookimpl
 
 from .config import GenerationConfig
+from .messages import is_chat_input, is_conversation
 
 TASKHUB_REQUIRES = ("text",)  # plugins whose public API or stages this one uses
 
@@ -40,11 +41,6 @@ def register_stages(register: Callable[..., None]) -> None:
     register("textgen.summary_text", "taskhub_textgen.seq2seq:summary_text", "taskhub_textgen.params:OutputParams")
 
 
-def is_conversation(value: object) -> bool:
-    """A non-empty list of {"role", ...} messages: one chat input, not many."""
-    return isinstance(value, list) and bool(value) and all(isinstance(m, dict) and "role" in m for m in value)
-
-
 def read_chat(data: bytes, source: str) -> object:
     """A chat file (a CLI INPUT file, stdin, a job's `files:` item) is read like chat text on the command line."""
     return parse_chat(read_utf8(data, source))
@@ -64,7 +60,7 @@ def register_input_kinds(register: Callable[..., None]) -> None:
     register(
         "chat",
         "a string, a list of {'role', 'content'} messages, or a mapping of fields",
-        lambda value: isinstance(value, (str, dict)) or is_conversation(value),
+        is_chat_input,
         is_conversation,
         read=read_chat,
         parse=parse_chat,

@@ -9,6 +9,7 @@ from taskhub import StageContext
 from taskhub.errors import BadInputError
 
 from .loading import TextGenModel
+from .messages import check_messages, is_conversation
 from .params import PromptParams
 
 EXPECTED = 'a string, a list of {"role", "content"} messages, or {"messages": [...]} / {"text": str}'
@@ -43,7 +44,11 @@ def messages_of(item: Any, index: int, extra_field: str | None = None) -> str | 
             raise BadInputError(f"Input {index} has fields {sorted(item)}; expected {EXPECTED}.")
     if isinstance(item, str):
         return item
-    if isinstance(item, list) and item and all(isinstance(m, dict) and {"role", "content"} <= set(m) for m in item):
+    if is_conversation(item):
+        try:
+            check_messages(item)
+        except BadInputError as exc:
+            raise BadInputError(f"Input {index}: {exc}") from None
         return item
     raise BadInputError(f"Input {index} is not a prompt; expected {EXPECTED}.")
 

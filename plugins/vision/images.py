@@ -50,8 +50,29 @@ def describe(value: Any, index: int) -> str:
 
 
 def open_image(value: Any, index: int) -> Image.Image:
-    """Open `value` lazily (header only) and enforce Pillow's decompression-bomb limit as an error."""
+    """Open `value` lazily (header only); its size is checked before any pixel is decoded or resized."""
     name = describe(value, index)
+    return check_size(_open(value, index, name), name)
+
+
+def check_size(image: Image.Image, name: str) -> Image.Image:
+    """Every image, however it arrived: no zero side (no task can resize or classify it) and at most Pillow's
+    decompression-bomb limit of pixels (Image.MAX_IMAGE_PIXELS), which files meet on opening and arrays and
+    PIL images would otherwise skip."""
+    width, height = image.size
+    if width < 1 or height < 1:
+        raise BadInputError(f"{name} is {width}x{height} pixels; expected an image at least 1x1.")
+    cap = Image.MAX_IMAGE_PIXELS
+    if cap is not None and width * height > cap:
+        raise BadInputError(
+            f"{name} is {width}x{height} = {width * height} pixels; expected at most {cap} "
+            "(PIL.Image.MAX_IMAGE_PIXELS)."
+        )
+    return image
+
+
+def _open(value: Any, index: int, name: str) -> Image.Image:
+    """`value` as a PIL image, header only; Pillow's decompression-bomb limit is an error, not a warning."""
     if isinstance(value, Image.Image):
         return value
     if isinstance(value, np.ndarray):

@@ -30,6 +30,7 @@ from .openai_requests import (
 from .openai_responses import ChatShape, CompletionShape, embedding_list, model_list
 from .settings import ServedModel
 from .state import ServerState, read_json, state_of
+from .task_inputs import ResultResponse
 from .worker import Deadline, DeltaStream, deadline_error, guarded
 
 
@@ -171,7 +172,7 @@ async def run_generation(
             streaming = True  # the response closes the job when it ends
             return GenerationEvents(job, sse_events(job, shape, deadline, first))
         await guarded(request, job.drain(), deadline)
-        return JSONResponse(shape.whole(job.choices, job.prompt_tokens))
+        return ResultResponse(shape.whole(job.choices, job.prompt_tokens))
     finally:
         if not streaming:
             job.close()
@@ -220,7 +221,7 @@ async def embeddings(request: Request) -> Response:
     async with state.admission.slot():
         pipe = await guarded(request, state.runner.call(state.catalog.pipeline, entry), deadline)
         vectors, tokens = await guarded(request, state.runner.call(_embed, pipe, texts), deadline)
-    return JSONResponse(embedding_list(body.model, vectors, body.encoding_format, tokens))
+    return ResultResponse(embedding_list(body.model, vectors, body.encoding_format, tokens))
 
 
 async def models(request: Request) -> Response:

@@ -10,7 +10,7 @@ from starlette.responses import JSONResponse, Response
 from ..plugins import get_registry
 from .errors import APIError
 from .state import read_json, state_of
-from .task_inputs import decode_inputs, jsonable
+from .task_inputs import ResultResponse, decode_inputs, jsonable
 from .worker import Deadline, guarded
 
 FIELDS = ("inputs", "model", "parameters")
@@ -57,4 +57,4 @@ async def run_task(request: Request) -> Response:
     async with state.admission.slot():
         pipe = await guarded(request, state.runner.call(state.catalog.pipeline, entry), deadline)
         result = await guarded(request, state.runner.call(lambda: pipe(decoded, **params)), deadline)
-    return JSONResponse({"task": entry.task, "model": pipe.model_id, "outputs": jsonable(result)})
+    return ResultResponse({"task": entry.task, "model": pipe.model_id, "outputs": jsonable(result)})

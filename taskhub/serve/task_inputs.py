@@ -8,6 +8,9 @@ import io
 import urllib.parse
 from typing import Any
 
+from starlette.responses import JSONResponse
+
+from ..api import to_json
 from ..input_kinds import InputKind
 from .errors import APIError
 
@@ -98,3 +101,11 @@ def jsonable(value: Any) -> Any:
     if hasattr(value, "tolist"):
         return value.tolist()
     return value
+
+
+class ResultResponse(JSONResponse):
+    """A JSON response holding results, written as strictly as batch records are: a result JSON cannot hold
+    (NaN, infinity, an object) is the StageError `to_json` raises, sent as an OpenAI-shaped error, never a crash."""
+
+    def render(self, content: Any) -> bytes:
+        return to_json(content, separators=(",", ":")).encode("utf-8")
