@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeGuard
 
 from taskhub.errors import BadInputError
 
@@ -33,7 +33,7 @@ def check_messages(messages: list[Any]) -> None:
                 raise BadInputError(f"message {i} content part {j} is {str(part)[:60]!r}; expected {CONTENT}.")
 
 
-def is_conversation(value: object) -> bool:
+def is_conversation(value: object) -> TypeGuard[list[Any]]:
     """A non-empty list of {"role", ...} messages: one chat input, not many."""
     return isinstance(value, list) and bool(value) and all(isinstance(m, dict) and "role" in m for m in value)
 
@@ -44,6 +44,6 @@ def is_chat_input(value: object) -> bool:
         check_messages(value["messages"])
         return True
     if is_conversation(value):
-        check_messages(value)  # type: ignore[arg-type]
+        check_messages(value)
         return True
     return isinstance(value, (str, dict))
