@@ -65,6 +65,19 @@ class BlockQueries:
 
 
 @dataclass
+class LoneRow:
+    """A step's only decoding row (a lone request, usually): its blocks attended as one sequence by SDPA.
+
+    Consecutive blocks are a view of the store; others are gathered (a copy of one row's context,
+    cheaper than the block-by-block merge at batch 1).
+    """
+
+    lo: int  # first store block when the blocks are consecutive
+    table: torch.Tensor | None  # [blocks] store blocks to gather, or None: the range lo.. is read in place
+    mask: torch.Tensor  # [1, 1, 1, S] bool: True where the query sees the key
+
+
+@dataclass
 class DecodeStep:
     """The decoding rows of a step (one query each, the first `count` tokens), attended block by block.
 
@@ -76,8 +89,7 @@ class DecodeStep:
     count: int
     parts: list[BlockQueries]
     merge: torch.Tensor  # [count, most pairs of a row] indexes into the pairs of all parts, in order
-    run: tuple[int, torch.Tensor] | None = None  # one row whose blocks are consecutive: (first block, bool mask
-    # [1, 1, 1, S]); it attends them as one view of the store, as the static cache's single row does
+    lone: LoneRow | None = None  # the only decoding row: attended as one sequence, as the static cache's row is
 
 
 @dataclass
@@ -149,11 +161,15 @@ class PagedStep:
     ) -> torch.Tensor:
         """Decoding rows' attention [1, heads, count, hd], block by block, merged by log-sum-exp."""
         B, (h, hd), kvh = d.count, q.shape[1::2], k_store.shape[2]
-        if d.run is not None:  # [1, kv_heads, S, hd] views of consecutive blocks
-            lo, mask = d.run
-            keys = k_store[lo : lo + mask.shape[-1] // k_store.shape[1]].view(1, -1, kvh, hd).transpose(1, 2)
-            values = v_store[lo : lo + mask.shape[-1] // k_store.shape[1]].view(1, -1, kvh, hd).transpose(1, 2)
-            return attend_fn(q[:, :, :1], keys, values, mask)
+        if d.lone is not None:
+            lone, n = d.lone, d.lone.mask.shape[-1] // k_store.shape[1]
+            if lone.table is None:
+                keys, values = k_store[lone.lo : lone.lo + n], v_store[lone.lo : lone.lo + n]
+            else:
+                keys, values = k_store.index_select(0, lone.table), v_store.index_select(0, lone.table)
+            keys = keys.view(1, -1, kvh, hd).transpose(1, 2)  # [1, kv_heads, S, hd]
+            values = values.view(1, -1, kvh, hd).transpose(1, 2)
+            return attend_fn(q[:, :, :1], keys, values, lone.mask)
         q_rows = q[0, :, :B].transpose(0, 1).reshape(B, kvh, h // kvh, hd)  # [B, kv_heads, heads per kv head, hd]
         outs, lses = [], []
         for part in d.parts:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..model import Transformer
-from .paged import BlockQueries, Chunk, DecodeStep, GroupStep, PagedKVStore, PagedStep
+from .paged import BlockQueries, Chunk, DecodeStep, GroupStep, LoneRow, PagedKVStore, PagedStep
 from .request import Request, Row
 
 
@@ -84,10 +84,12 @@ class ModelRunner:
             return None
         bs = self.store.block_size
         blocks = rows[0].blocks[g]
-        if len(rows) == 1 and blocks == list(range(blocks[0], blocks[0] + len(blocks))):  # a lone request, usually
+        if len(rows) == 1:  # a lone request, usually
             keys = rows[0].first[g] * bs + torch.arange(len(blocks) * bs)[None, :]  # [1, S]
             mask = self._visible(keys, torch.tensor([[rows[0].computed]]), window)[None, None]  # [1, 1, 1, S]
-            return DecodeStep(1, [], torch.empty(0), (blocks[0], mask.to(self.device)))
+            consecutive = blocks == list(range(blocks[0], blocks[0] + len(blocks)))
+            table = None if consecutive else torch.tensor(blocks, device=self.device)
+            return DecodeStep(1, [], torch.empty(0), LoneRow(blocks[0], table, mask.to(self.device)))
         owner: dict[int, tuple[int, int]] = {}  # block -> (its first reader, position of its first key)
         shared: list[tuple[int, int, int]] = []  # (block, row, first key position) of later readers
         for r, row in enumerate(rows):
