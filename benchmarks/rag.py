@@ -4,7 +4,7 @@ Build: --chunks chunks (default 100,000) from synthetic documents (seeded window
 texts, cut into 128-token chunks with 16 tokens of overlap), indexed end to end:
 
 - taskhub:   `build_index()` (read, chunk, embed through `pipeline("feature-extraction")`, LanceDB write,
-             BM25 index; the IVF index too from 50,000 chunks, as the default does), fp32 weights
+             BM25 index; the IVF index too from 200,000 chunks, as the default does), fp32 weights
 - baseline:  the same chunks, `SentenceTransformer.encode(batch_size=64, normalize_embeddings=True)`,
              `faiss.IndexFlatIP.add`, `faiss.write_index` + the chunk texts as JSON
 - taskhub bf16: `build_index(dtype="bfloat16")` (unless --no-bf16): the same with bfloat16 encoder weights

@@ -23,7 +23,7 @@ from .store import Card, IndexNotFoundError, IndexStore, index_path
 
 GLOB_CHARS = "*?["
 WRITE_EVERY = 512  # chunks per commit: fewer table versions, bounded memory, little lost on a kill
-ANN_MIN_CHUNKS = 50_000  # from this size `ann="auto"` builds the IVF index
+ANN_MIN_CHUNKS = 200_000  # from this size `ann="auto"` builds the IVF index (below it exact search is faster)
 FRONT_MATTER = "---\n"
 
 

@@ -34,7 +34,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     ann = build.add_mutually_exclusive_group()
     ann.add_argument("--ann", dest="ann", action="store_true", default=None, help="build the IVF (ANN) index now")
     ann.add_argument(
-        "--no-ann", dest="ann", action="store_false", help="no ANN index (default: one from 50,000 chunks)"
+        "--no-ann", dest="ann", action="store_false", help="no ANN index (default: one from 200,000 chunks)"
     )
     build.add_argument("--write-every", type=int, default=512, metavar="N", help="chunks per commit (default 512)")
     build.add_argument("--quiet", action="store_true", help="no progress bar")
