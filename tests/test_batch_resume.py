@@ -42,6 +42,28 @@ def _wait_for_lines(proc: subprocess.Popen[str], path: Path, count: int, timeout
         time.sleep(0.005)
 
 
+def _kill_after(job: Path, out: Path, lines: int) -> None:
+    """Run the job and SIGKILL it once `lines` records are in `out`."""
+    proc = _start(job)
+    _wait_for_lines(proc, out, lines)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=30) == -signal.SIGKILL
+    proc.communicate()
+
+
+def _rerun_to_the_end(job: Path, out: Path, n: int) -> tuple[dict, dict[str, object]]:
+    """Rerun the job to completion; every id k0..k{n-1} is in `out` exactly once. Returns its summary and outputs."""
+    proc = _start(job)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr
+    summary = json.loads(stdout)
+    assert summary["remaining"] == 0 and summary["failed"] == 0
+    records = read_records(out)
+    counts = Counter(r["id"] for r in records)
+    assert set(counts) == {f"k{i}" for i in range(n)} and set(counts.values()) == {1}
+    return summary, {r["id"]: r["output"] for r in records}
+
+
 def _big_job(tmp_path: Path, n: int) -> tuple[Path, list[str]]:
     texts = [sentence(i) for i in range(n)]
     write_jsonl(tmp_path / "in.jsonl", [{"key": f"k{i}", "text": t} for i, t in enumerate(texts)])
@@ -52,22 +74,11 @@ def _big_job(tmp_path: Path, n: int) -> tuple[Path, list[str]]:
 def test_sigkill_at_any_point_then_rerun_gives_every_input_exactly_once(tmp_path: Path) -> None:
     job, texts = _big_job(tmp_path, 160)
     out = tmp_path / "out.jsonl"
-    for kill_after in (6, 50):  # killed twice, further along each time
-        proc = _start(job)
-        _wait_for_lines(proc, out, kill_after)
-        proc.send_signal(signal.SIGKILL)
-        assert proc.wait(timeout=30) == -signal.SIGKILL
-        proc.communicate()
+    for lines in (6, 50):  # killed twice, further along each time
+        _kill_after(job, out, lines)
     assert 50 <= _lines(out) < len(texts)
-    proc = _start(job)
-    stdout, stderr = proc.communicate(timeout=300)
-    assert proc.returncode == 0, stderr
-    summary = json.loads(stdout)
-    assert summary["skipped"] >= 50 and summary["remaining"] == 0 and summary["failed"] == 0
-    records = read_records(out)
-    counts = Counter(r["id"] for r in records)
-    assert set(counts) == {f"k{i}" for i in range(len(texts))} and set(counts.values()) == {1}
-    by_id = {r["id"]: r["output"] for r in records}
+    summary, by_id = _rerun_to_the_end(job, out, len(texts))
+    assert summary["skipped"] >= 50
     got = np.array([by_id[f"k{i}"] for i in range(len(texts))])
     np.testing.assert_allclose(got, reference_embeddings(texts), atol=2e-5)
 
@@ -92,21 +103,10 @@ def test_sigkilled_generation_job_rerun_gives_every_id_once_with_transformers_te
         params=params,
     )
     out = tmp_path / "out.jsonl"
-    proc = _start(job)
-    _wait_for_lines(proc, out, 1)
-    proc.send_signal(signal.SIGKILL)
-    assert proc.wait(timeout=30) == -signal.SIGKILL
-    proc.communicate()
+    _kill_after(job, out, 1)
     assert 1 <= _lines(out) < len(prompts)
-    proc = _start(job)
-    stdout, stderr = proc.communicate(timeout=300)
-    assert proc.returncode == 0, stderr
-    summary = json.loads(stdout)
-    assert summary["remaining"] == 0 and summary["failed"] == 0 and summary["skipped"] >= 1
-    records = read_records(out)
-    counts = Counter(r["id"] for r in records)
-    assert set(counts) == {f"k{i}" for i in range(len(prompts))} and set(counts.values()) == {1}
-    by_id = {r["id"]: r["output"] for r in records}
+    summary, by_id = _rerun_to_the_end(job, out, len(prompts))
+    assert summary["skipped"] >= 1
     for i, prompt in enumerate(prompts):
         ids = tokenizer(prompt)["input_ids"]
         generated = model.generate(torch.tensor([ids]), max_new_tokens=24, do_sample=False, pad_token_id=PAD)
