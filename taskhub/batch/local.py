@@ -57,7 +57,7 @@ def run_local(spec: WorkSpec, todo: Iterable[Item], writer: BatchWriter, progres
     pipe = build_pipeline(spec)
     with GracefulStop() as stop:
         if pipe.manifest.batching.continuous:
-            in_flight = max(2, -(-max(CONTINUOUS_WINDOW, 8 * spec.batch_size) // spec.batch_size))
+            in_flight = max(8, -(-CONTINUOUS_WINDOW // spec.batch_size))  # batches: >= 64 items and >= 8 batches
             batches: Iterator[list[dict[str, Any]]] = run_windowed(
                 lambda batch: run_batch(pipe, spec, batch), chunks(todo, spec.batch_size), in_flight, stop
             )
