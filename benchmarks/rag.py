@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import shutil
 import tempfile
@@ -48,6 +47,7 @@ from taskhub_rag.search import Searcher, ann_nprobes, exact_top_k
 from taskhub_rag.store import Card
 
 import taskhub
+from taskhub.cpu_kernels import cpu_info
 
 ROOT = Path(__file__).resolve().parent.parent
 CHUNKING = {"chunk_tokens": 128, "overlap": 16}
@@ -55,16 +55,7 @@ WORDS_PER_DOC = 360  # about four 128-token chunks
 
 
 def machine() -> str:
-    flags = ""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-        model = next(line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name"))
-        wanted = ("avx2", "avx512f", "avx512_bf16", "amx_tile")
-        have = set(next(line for line in info.splitlines() if line.startswith("flags")).split())
-        flags = " ".join(f for f in wanted if f in have)
-    except (OSError, StopIteration):
-        model = platform.processor()
-    return f"{model} [{flags}], {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}"
+    return f"{cpu_info().line()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}"
 
 
 def make_documents(folder: Path, chunks: int, seed: int = 0) -> None:

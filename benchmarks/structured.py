@@ -42,6 +42,8 @@ from taskhub_textgen.native_backend import NativeBackend
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from taskhub.cpu_kernels import cpu_info
+
 VOCAB = 49152
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]  # SmolLM2's first ids: EOS = 0
 CORPUS_BYTES = 24 * 2**20
@@ -239,7 +241,7 @@ def main() -> None:
     parser.add_argument("--mask-only", action="store_true", help="compile times and constraint cost, no decoding")
     parser.add_argument("--tokenizer-cache", type=Path, default=Path(tempfile.gettempdir()) / "taskhub_bpe_49152.json")
     args = parser.parse_args()
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    cpu = cpu_info().line()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {cpu}, load average {os.getloadavg()}")
     tokenizer = smollm2_tokenizer(args.tokenizer_cache)
     for name, schema in (("typical nested schema", TYPICAL_SCHEMA), ("benchmark schema", NESTED_SCHEMA)):

@@ -44,6 +44,8 @@ import torch
 from decode import smollm2_135m
 from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, LlamaForCausalLM
 
+from taskhub.cpu_kernels import cpu_info
+
 EOS = 0
 KV_CACHE_BYTES = 2 << 30  # the KV budget of both continuous batchers
 MAX_BATCH_TOKENS = 512
@@ -265,8 +267,9 @@ def main() -> None:
     if args.child:
         child(args)
         return
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU {cpu}, load {os.getloadavg()}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU {cpu_info().line()}, load {os.getloadavg()}"
+    )
     print(
         f"{'model':13} {'workload':8} {'contender':16} {'tok/s':>8} {'req/s':>6} {'TTFT p50':>9} {'p95':>7} "
         f"{'TPOT p50':>9} {'p95':>7} {'RSS MB':>7}  notes"
