@@ -77,21 +77,22 @@ class Submission:
         return self._cancelled.is_set()
 
     def deltas(self) -> Iterator[Delta]:
-        """The choices' text as decoded. The first sequence streams token by token; with n > 1 the
-        others follow whole when the request ends (one engine request decodes all n together)."""
+        """The choices' text as decoded, token by token; with n > 1 on the engine the n sequences are one
+        request whose deltas come interleaved, each with its choice's index."""
         if self.n > 1 and not self._streams_n():
             yield from self._batched()
             return
         extra = {"num_return_sequences": self.n} if self.n > 1 else {}
         stream = self._stream = self.pipe(self.prompt, stream=True, **extra, **self.params)
+        pieces = stream.deltas() if self.n > 1 else ((0, text) for text in stream)
         ended = False
         try:
             if self._cancelled.is_set():  # cancelled while the request was being submitted
                 return
-            for text in stream:
+            for index, text in pieces:
                 if self._cancelled.is_set():
                     return
-                yield Delta(0, text, self._named(getattr(text, "records", None)))
+                yield Delta(index, text, self._named(getattr(text, "records", None)))
             ended = True
         except Exception:
             if self._cancelled.is_set():  # a cancelled engine handle ends with RequestCancelled: expected
@@ -109,11 +110,9 @@ class Submission:
         ]
         metrics = generations[0].metrics
         self._outcome = Outcome(choices, int(metrics.get("prompt_tokens", 0)), metrics.get("tpot_s"))
-        for choice in choices[1:]:
-            yield Delta(choice.index, choice.text, choice.logprobs)
 
     def _streams_n(self) -> bool:
-        """n sequences stream as one request on the engine; beam search and static models decode a batch."""
+        """n sequences stream as one engine request; beam search and static models decode a batch, whole."""
         return engine_of(self.pipe) is not None and self.params.get("num_beams", 1) == 1
 
     def _batched(self) -> Iterator[Delta]:

@@ -56,7 +56,8 @@ class Request:
         self.prompt_len = len(prompt)
         self.submitted = time.perf_counter()
         self.admitted: float | None = None
-        self.deltas: queue.SimpleQueue[str | None] | None = queue.SimpleQueue() if streaming else None
+        # (sequence index, text delta) as decoded; None once the request ended
+        self.deltas: queue.SimpleQueue[tuple[int, str] | None] | None = queue.SimpleQueue() if streaming else None
         self.done = threading.Event()
         self.results: list[Generation] | None = None
         self.error: BaseException | None = None
@@ -67,11 +68,12 @@ class Request:
         return [row for row in self.rows if row.alive]
 
     def push_text(self) -> None:
-        """Queue the text the (single) row's stream made final since the last step."""
+        """Queue the text each row's stream made final since the last step."""
         if self.deltas is not None and self.run.streams is not None:
-            text = self.run.streams[0].take()
-            if text:
-                self.deltas.put(text)
+            for index, stream in enumerate(self.run.streams):
+                text = stream.take()
+                if text:
+                    self.deltas.put((index, text))
 
     def finish(self) -> None:
         """Generation ended normally: results with queue time, the rest of the streamed text."""
@@ -97,6 +99,9 @@ class Request:
 class RequestHandle:
     """What engine.submit returns: a blocking result, text deltas (stream=True), cancel.
 
+    Iterating gives the text deltas of a one-sequence request; `indexed()` gives those of every
+    sequence (num_return_sequences > 1) as (index, delta) pairs, in the order they are decoded.
+
     Dropping a handle before its request finished cancels the request, so an abandoned
     stream frees its KV blocks.
     """
@@ -107,7 +112,7 @@ class RequestHandle:
         self._request = request
         self._cancel = cancel
         self._step = step  # an engine without a background thread is driven by whoever waits
-        self._deltas: Iterator[str] | None = None
+        self._deltas: Iterator[tuple[int, str]] | None = None
 
     @property
     def done(self) -> bool:
@@ -126,6 +131,11 @@ class RequestHandle:
         return request.results
 
     @property
+    def generations(self) -> list[Generation] | None:
+        """Every finished sequence (num_return_sequences of them); None while running or after a failure."""
+        return self._request.results
+
+    @property
     def generation(self) -> Generation | None:
         """The finished first sequence (finish_reason, metrics, ...); None while running."""
         results = self._request.results
@@ -135,10 +145,16 @@ class RequestHandle:
         return self
 
     def __next__(self) -> str:
-        """The next text delta, final when given (submit with stream=True)."""
+        """The next text delta, final when given (submit with stream=True, one sequence)."""
+        if len(self._request.rows) != 1:
+            raise ValueError("a request of several sequences streams through indexed()")
+        return self.indexed().__next__()[1]
+
+    def indexed(self) -> Iterator[tuple[int, str]]:
+        """(sequence index, text delta) of every sequence as decoded, each delta final when given."""
         if self._deltas is None:
             self._deltas = self._read_deltas()
-        return next(self._deltas)
+        return self._deltas
 
     def close(self) -> None:
         """Stop reading: cancels the request if it is still running."""
@@ -146,7 +162,7 @@ class RequestHandle:
             self._deltas.close()
         self.cancel()
 
-    def _read_deltas(self) -> Iterator[str]:
+    def _read_deltas(self) -> Iterator[tuple[int, str]]:
         request = self._request
         deltas = request.deltas
         if deltas is None:
