@@ -279,3 +279,47 @@ def test_response_format_json_schema(client: openai.OpenAI, models: dict[str, st
         model=models["llama"], messages=CHAT, max_tokens=200, temperature=0.8, seed=1, response_format=response_format
     )
     jsonschema.validate(json.loads(reply.choices[0].message.content), schema)
+
+
+def test_streamed_n_chat_choices_stream_each_and_join_to_the_whole_reply(
+    client: openai.OpenAI, models: dict[str, str]
+) -> None:
+    args = dict(model=models["llama"], messages=CHAT, max_tokens=16, n=3, temperature=1.0, seed=11, logprobs=True)
+    whole = client.chat.completions.create(**args)
+    expected = taskhub.run_task(
+        "text-generation", CHAT, model=models["llama"], return_full_text=False, max_new_tokens=16, do_sample=True,
+        temperature=1.0, seed=11, num_return_sequences=3,
+    )  # fmt: skip
+    assert [c.message.content for c in whole.choices] == [r["generated_text"] for r in expected]
+    chunks = list(client.chat.completions.create(**args, stream=True, stream_options={"include_usage": True}))
+    assert chunks[-1].choices == [] and chunks[-1].usage == whole.usage  # the total over the 3 choices
+    assert all(len(c.choices) == 1 for c in chunks[:-1]) and len({c.id for c in chunks}) == 1
+    order = [c.choices[0].index for c in chunks[:-1] if c.choices[0].delta.content]
+    assert order != sorted(order)  # token by token, interleaved: not one choice after the other
+    for i, choice in enumerate(whole.choices):
+        mine = [c.choices[0] for c in chunks[:-1] if c.choices[0].index == i]
+        assert mine[0].delta.role == "assistant"
+        assert len([c for c in mine if c.delta.content]) > 1
+        assert "".join(c.delta.content or "" for c in mine) == choice.message.content
+        assert [c.finish_reason for c in mine] == [None] * (len(mine) - 1) + [choice.finish_reason]
+        streamed = [t.model_dump() for c in mine if c.logprobs for t in c.logprobs.content]
+        assert streamed == [t.model_dump() for t in choice.logprobs.content]
+
+
+def test_streamed_n_completions_over_two_prompts(client: openai.OpenAI, models: dict[str, str]) -> None:
+    args = dict(model=models["gpt2"], prompt=["The quick brown", "A stop string"], max_tokens=10, n=2,
+                temperature=0.9, seed=6, logprobs=1)  # fmt: skip
+    whole = client.completions.create(**args)
+    chunks = list(client.completions.create(**args, stream=True, stream_options={"include_usage": True}))
+    assert chunks[-1].choices == [] and chunks[-1].usage == whole.usage
+    assert [c.index for c in whole.choices] == [0, 1, 2, 3]
+    for choice in whole.choices:
+        mine = [c.choices[0] for c in chunks[:-1] if c.choices[0].index == choice.index]
+        assert len([c for c in mine if c.text]) > 1
+        assert "".join(c.text for c in mine) == choice.text
+        assert [c.finish_reason for c in mine] == [None] * (len(mine) - 1) + [choice.finish_reason]
+        joined: dict[str, list] = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
+        for c in mine:
+            for key, values in (c.logprobs.model_dump() if c.logprobs else {}).items():
+                joined[key] += values
+        assert joined == choice.logprobs.model_dump()
