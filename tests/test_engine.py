@@ -202,9 +202,16 @@ def test_streaming_n_sequences_equals_solo_texts(models, tokenizer):
     handle = engine.submit(prompt, config, stream=True)
     with pytest.raises(ValueError):
         next(handle)  # several sequences: text deltas alone would not say whose they are
-    pairs = list(handle.indexed())
-    assert ["".join(d for i, d in pairs if i == row) for row in range(3)] == [e.text for e in expected]
+    items = list(handle.indexed())
+    texts = [[d for i, d in items if i == row and isinstance(d, str)] for row in range(3)]
+    assert ["".join(t) for t in texts] == [e.text for e in expected]
     assert len({e.finish_reason for e in expected}) == 2  # rows end at different steps ("length" and "eos")
+    ends = {i: n for n, (i, item) in enumerate(items) if not isinstance(item, str)}
+    assert sorted(ends) == [0, 1, 2] and all(items[n][1].token_ids == expected[i].token_ids for i, n in ends.items())
+    for i, n in ends.items():  # each row's Generation follows its last delta, and comes as soon as that row ends
+        assert all(j != i for j, _ in items[n + 1 :])
+    early = next(i for i, e in enumerate(expected) if e.finish_reason == "eos")
+    assert ends[early] < max(n for n, (i, d) in enumerate(items) if isinstance(d, str))  # others still streaming
     assert_same(handle.result(), expected)
     assert engine.stats().blocks_used == 0
 

@@ -21,6 +21,7 @@ import taskhub
 from taskhub.serve import ServedModel, ServeSettings
 
 EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
+OPENAI_REASONS = {"eos": "stop", "stop": "stop", "length": "length"}  # taskhub's finish_reason -> OpenAI's
 CHAT = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "The quick brown fox"}]
 
 
@@ -57,7 +58,7 @@ def test_chat_equals_run_task_with_the_same_seed(client: openai.OpenAI, models: 
     choice = reply.choices[0]
     assert choice.message.role == "assistant"
     assert choice.message.content == expected["generated_text"]
-    assert choice.finish_reason == {"eos": "stop", "stop": "stop", "length": "length"}[expected["finish_reason"]]
+    assert choice.finish_reason == OPENAI_REASONS[expected["finish_reason"]]
     tokenizer = AutoTokenizer.from_pretrained(models["llama"])
     prompt_ids = tokenizer(tokenizer.apply_chat_template(CHAT, tokenize=False, add_generation_prompt=True))
     assert reply.usage.prompt_tokens == len(prompt_ids["input_ids"])
@@ -323,3 +324,23 @@ def test_streamed_n_completions_over_two_prompts(client: openai.OpenAI, models: 
             for key, values in (c.logprobs.model_dump() if c.logprobs else {}).items():
                 joined[key] += values
         assert joined == choice.logprobs.model_dump()
+
+
+def test_streamed_n_choice_finishes_when_its_own_sequence_ends(client: openai.OpenAI, models: dict[str, str]) -> None:
+    controls = dict(max_new_tokens=30, do_sample=True, temperature=1.0, seed=4, stop=["e"], num_return_sequences=3)
+    expected = taskhub.run_task(
+        "text-generation", CHAT, model=models["llama"], return_full_text=False, return_metrics=True, **controls
+    )
+    assert [r["generated_tokens"] for r in expected][0] < 10 <= min(r["generated_tokens"] for r in expected[1:])
+    chunks = list(
+        client.chat.completions.create(
+            model=models["llama"], messages=CHAT, max_tokens=30, n=3, temperature=1.0, seed=4, stop=["e"], stream=True
+        )
+    )
+    items = [c.choices[0] for c in chunks]
+    for i, record in enumerate(expected):
+        assert "".join(c.delta.content or "" for c in items if c.index == i) == record["generated_text"]
+    reasons = {c.index: (n, c.finish_reason) for n, c in enumerate(items) if c.finish_reason}
+    assert [reasons[i][1] for i in range(3)] == [OPENAI_REASONS[r["finish_reason"]] for r in expected]
+    later_text = [n for n, c in enumerate(items) if c.index != 0 and c.delta.content]
+    assert reasons[0][0] < max(later_text)  # choice 0's finish chunk came while the others still streamed

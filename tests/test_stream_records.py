@@ -37,8 +37,11 @@ def test_n_sequences_stream_each_token_by_token(decoding_model_dirs: dict[str, P
     expected = run_task("text-generation", PROMPT, model=path, return_full_text=False, return_metrics=True, **controls)
     streams = pipe(PROMPT, stream=True, **controls)
     assert len(streams) == 3
-    pairs = list(streams.deltas())
+    items = list(streams.events())
+    pairs = [(i, d) for i, d in items if isinstance(d, str)]
     assert {i for i, _ in pairs} == {0, 1, 2}  # every sequence streams, not only the first
+    finished = [(i, g.text) for i, g in items if not isinstance(g, str)]
+    assert sorted(finished) == [(i, r["generated_text"]) for i, r in enumerate(expected)]  # one Generation each
     for i, record in enumerate(expected):
         deltas = [d for j, d in pairs if j == i]
         assert "".join(deltas) == record["generated_text"]
@@ -68,7 +71,7 @@ def test_n_sequence_stream_cancels_all_rows(decoding_model_dirs: dict[str, Path]
     assert engine is not None
     streams = pipe(PROMPT, stream=True, max_new_tokens=200, do_sample=True, num_return_sequences=3,
                    logit_bias={2: -100.0})  # fmt: skip
-    pairs = streams.deltas()
+    pairs = streams.events()
     assert next(pairs)[1]  # decoding has started
     assert engine.stats().blocks_used >= 3
     streams.cancel()
@@ -87,7 +90,7 @@ def test_abandoned_n_sequence_stream_frees_its_rows(decoding_model_dirs: dict[st
     assert engine is not None
     streams = pipe(PROMPT, stream=True, max_new_tokens=200, do_sample=True, num_return_sequences=2,
                    logit_bias={2: -100.0})  # fmt: skip
-    pairs = streams.deltas()
+    pairs = streams.events()
     next(pairs)
     pairs.close()  # the reader stops early: the request is cancelled
     with pytest.raises(RequestCancelled):

@@ -58,13 +58,13 @@ class LogprobRecorder:
             self.top_values.append(values)
             self.top_ids.append(ids)
 
-    def rows(self, ids: torch.Tensor) -> list[list[dict]]:
-        """Per row, per step: {token_id, logprob, top_logprobs}; `ids` [B, steps] chosen ids."""
+    def rows(self, ids: torch.Tensor, rows: list[int]) -> list[list[dict]]:
+        """Per row of `rows`, per step: {token_id, logprob, top_logprobs}; `ids` [len(rows), steps] chosen ids."""
         if not self.chosen:
             return [[] for _ in range(ids.shape[0])]
-        chosen = torch.stack(self.chosen, dim=1).tolist()  # [B, steps]
-        top_ids = torch.stack(self.top_ids, dim=1).tolist() if self.top_n else None  # [B, steps, N]
-        top_values = torch.stack(self.top_values, dim=1).tolist() if self.top_n else None
+        chosen = torch.stack(self.chosen, dim=1)[rows].tolist()  # [len(rows), steps]
+        top_ids = torch.stack(self.top_ids, dim=1)[rows].tolist() if self.top_n else None  # [len(rows), steps, N]
+        top_values = torch.stack(self.top_values, dim=1)[rows].tolist() if self.top_n else None
         return [
             [
                 _record(token, chosen[b][t], top_ids[b][t] if top_ids else [], top_values[b][t] if top_values else [])
@@ -236,17 +236,24 @@ class SamplingRun:
 
     def results(self) -> list[Generation]:
         """The sequences of every row (prompt-major, num_return_sequences per prompt)."""
+        return self._generations(list(range(self.tokens.shape[0])))
+
+    def result(self, row: int) -> Generation:
+        """One row's sequence: final once that row has finished, so the engine can hand it out while
+        the request's other rows still decode."""
+        return self._generations([row])[0]
+
+    def _generations(self, rows: list[int]) -> list[Generation]:
         assert self.clock is not None, "iterate the run first"
-        lengths = torch.minimum(self.lengths, torch.tensor(self.steps)).tolist()
-        reasons = [FINISH_REASONS[r] for r in self.reasons.tolist()]
-        generated = self.tokens[:, self.prompt_len : self.prompt_len + self.steps]
-        rows = generated.tolist()
-        logprobs = self.logprobs.rows(generated) if self.logprobs is not None else None
+        lengths = torch.minimum(self.lengths, torch.tensor(self.steps))[rows].tolist()
+        reasons = [FINISH_REASONS[r] for r in self.reasons[rows].tolist()]
+        generated = self.tokens[rows, self.prompt_len : self.prompt_len + self.steps]
+        logprobs = self.logprobs.rows(generated, rows) if self.logprobs is not None else None
         prompts = prompt_lengths(self.batch)
         peak = self.clock.peak_memory_bytes()
         out = []
-        for b, (row, n, reason) in enumerate(zip(rows, lengths, reasons)):
-            ids = row[:n]
+        for i, (b, ids, n, reason) in enumerate(zip(rows, generated.tolist(), lengths, reasons)):
+            ids = ids[:n]
             out.append(
                 Generation(
                     token_ids=ids,
@@ -254,7 +261,7 @@ class SamplingRun:
                     text=finish_text(self.tokenizer, ids, reason, self.config, self.context[b])
                     if self.tokenizer
                     else None,
-                    logprobs=logprobs[b][:n] if logprobs is not None else None,
+                    logprobs=logprobs[i][:n] if logprobs is not None else None,
                     metrics=self.clock.row_metrics(prompts[b], n, reason, peak),
                 )
             )
