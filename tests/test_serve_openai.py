@@ -27,7 +27,7 @@ CHAT = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": 
 
 @pytest.fixture(scope="module")
 def models(decoding_model_dirs: dict[str, Path]) -> dict[str, str]:  # noqa: F811
-    return {"llama": str(decoding_model_dirs["llama"]), "gpt2": str(decoding_model_dirs["gpt2"])}
+    return {name: str(decoding_model_dirs[name]) for name in ("llama", "gpt2", "neox")}  # neox: transformers-backed
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +36,7 @@ def client(models: dict[str, str]) -> Iterator[openai.OpenAI]:
         models=(
             ServedModel("text-generation", models["llama"]),
             ServedModel("text-generation", models["gpt2"]),
+            ServedModel("text-generation", models["neox"]),
             ServedModel("feature-extraction", EMBEDDER),
         )
     )
@@ -259,7 +260,7 @@ def test_embeddings_float_and_base64_equal_run_task(client: openai.OpenAI) -> No
 
 def test_models_lists_what_is_served(client: openai.OpenAI, models: dict[str, str]) -> None:
     listed = {m.id: m for m in client.models.list()}
-    assert set(listed) == {models["llama"], models["gpt2"], EMBEDDER}
+    assert set(listed) == {*models.values(), EMBEDDER}
     assert listed[EMBEDDER].model_extra["task"] == "feature-extraction"
 
 
@@ -344,3 +345,27 @@ def test_streamed_n_choice_finishes_when_its_own_sequence_ends(client: openai.Op
     assert [reasons[i][1] for i in range(3)] == [OPENAI_REASONS[r["finish_reason"]] for r in expected]
     later_text = [n for n, c in enumerate(items) if c.index != 0 and c.delta.content]
     assert reasons[0][0] < max(later_text)  # choice 0's finish chunk came while the others still streamed
+
+
+@pytest.mark.parametrize(
+    ("name", "controls"),
+    [("neox", {}), ("llama", dict(extra_body={"num_beams": 3}))],
+)
+def test_streamed_n_on_static_batches_joins_to_the_whole_reply(
+    client: openai.OpenAI, models: dict[str, str], name: str, controls: dict
+) -> None:
+    """A transformers-backed model (sampled, token by token) and beam search (whole at the end) decode static
+    batches; their streamed choices still join to the whole reply's, one finish chunk each."""
+    args = dict(model=models[name], messages=CHAT, max_tokens=8, n=2, temperature=0.9, seed=2, **controls)
+    whole = client.chat.completions.create(**args)
+    beams = controls.get("extra_body", {}).get("num_beams", 1)
+    expected = taskhub.run_task("text-generation", CHAT, model=models[name], return_full_text=False, max_new_tokens=8,
+                                num_return_sequences=2, num_beams=beams, do_sample=True, temperature=0.9, seed=2)  # fmt: skip
+    assert [c.message.content for c in whole.choices] == [r["generated_text"] for r in expected]
+    chunks = list(client.chat.completions.create(**args, stream=True, stream_options={"include_usage": True}))
+    assert chunks[-1].usage == whole.usage
+    for choice in whole.choices:
+        mine = [c.choices[0] for c in chunks[:-1] if c.choices[0].index == choice.index]
+        assert "".join(c.delta.content or "" for c in mine) == choice.message.content
+        assert [c.finish_reason for c in mine] == [None] * (len(mine) - 1) + [choice.finish_reason]
+        assert len([c for c in mine if c.delta.content]) > 1 or beams > 1

@@ -97,3 +97,34 @@ def test_abandoned_n_sequence_stream_frees_its_rows(decoding_model_dirs: dict[st
         streams.result()
     stats = engine.stats()
     assert (stats.running, stats.waiting, stats.blocks_used) == (0, 0, 0)
+
+
+def test_n_sequences_stream_on_the_static_path_too(decoding_model_dirs: dict[str, Path]) -> None:  # noqa: F811
+    path = str(decoding_model_dirs["neox"])  # a transformers-backed model: static batches, no engine
+    pipe = pipeline("text-generation", path)
+    assert model_engine(pipe.model) is None
+    controls = dict(max_new_tokens=10, do_sample=True, seed=8, num_return_sequences=2)
+    for prompt in (PROMPT, "A stop"):
+        records = run_task("text-generation", prompt, model=path, return_full_text=False, **controls)
+        streams = pipe(prompt, stream=True, **controls)
+        items = list(streams.events())
+        for i, record in enumerate(records):
+            deltas = [d for j, d in items if j == i and isinstance(d, str)]
+            assert "".join(deltas) == record["generated_text"] and len(deltas) > 1
+            assert [g.text for j, g in items if j == i and not isinstance(g, str)] == [record["generated_text"]]
+        assert [s.generation.text for s in streams] == [r["generated_text"] for r in records]
+    prompts = [PROMPT, "A stop"]  # one static batch: each prompt's group of sequences reads from it
+    together = run_task("text-generation", prompts, model=path, return_full_text=False, **controls)
+    groups = pipe(prompts, stream=True, **controls)
+    assert [["".join(s) for s in streams] for streams in groups] == [
+        [r["generated_text"] for r in records] for records in together
+    ]
+
+
+def test_n_beams_stream_whole_per_sequence(decoding_model_dirs: dict[str, Path]) -> None:  # noqa: F811
+    path = str(decoding_model_dirs["llama"])
+    controls = dict(max_new_tokens=8, num_beams=3, num_return_sequences=2)
+    expected = run_task("text-generation", PROMPT, model=path, return_full_text=False, **controls)
+    streams = pipeline("text-generation", path)(PROMPT, stream=True, **controls)
+    assert ["".join(s) for s in streams] == [r["generated_text"] for r in expected]  # beam search: whole, at the end
+    assert [g.text for g in streams.result()] == [r["generated_text"] for r in expected]

@@ -311,8 +311,56 @@ class RowStream:
         return results[self._row] if results is not None else None
 
 
+class RowGroup:
+    """The num_return_sequences rows of one prompt of a streamed batch, read like one engine request
+    (a SequenceStreams wraps it): `indexed()` gives (index, text delta) as decoded, then each row's
+    Generation once the batch has finished. A static batch holds no shared cache to free: it simply
+    stops when nobody pulls it, so cancel() has nothing to do."""
+
+    def __init__(self, shared: _BatchStream, start: int, n: int) -> None:
+        self._shared, self._rows = shared, range(start, start + n)
+        self._items: Iterator[tuple[int, str | Generation]] | None = None
+
+    def indexed(self) -> Iterator[tuple[int, str | Generation]]:
+        if self._items is None:
+            self._items = self._read()
+        return self._items
+
+    def _read(self) -> Iterator[tuple[int, str | Generation]]:
+        shared = self._shared
+        while True:
+            for index, row in enumerate(self._rows):
+                while shared.queues[row]:
+                    yield index, shared.queues[row].popleft()
+            if shared.done:
+                break
+            shared.advance()
+        for index, generation in enumerate(self.result()):
+            yield index, generation
+
+    @property
+    def generations(self) -> list[Generation] | None:
+        """The rows' finished sequences; None while the batch decodes."""
+        results = self._shared.results
+        return [results[row] for row in self._rows] if results is not None else None
+
+    def result(self) -> list[Generation]:
+        """The rows' sequences; decodes the rest of the batch first."""
+        while not self._shared.done:
+            self._shared.advance()
+        generations = self.generations
+        assert generations is not None
+        return generations
+
+    def cancel(self) -> None:
+        """Nothing to free: the batch is no longer advanced once nobody reads it."""
+
+    def close(self) -> None:
+        """Nothing to free (see cancel)."""
+
+
 class _BatchStream:
-    """The decode loop behind the RowStreams of one batch."""
+    """The decode loop behind the RowStreams (or RowGroups) of one batch."""
 
     def __init__(self, backend: LogitsBackend, batch: PromptBatch, config: GenerationConfig, tokenizer: Any) -> None:
         self.args = (backend, batch, config, tokenizer)
@@ -349,3 +397,12 @@ def stream(backend: LogitsBackend, batch: PromptBatch, config: GenerationConfig,
     """
     shared = _BatchStream(backend, batch, config, tokenizer)
     return [RowStream(shared, row) for row in range(len(shared.queues))]
+
+
+def stream_groups(
+    backend: LogitsBackend, batch: PromptBatch, config: GenerationConfig, tokenizer: Any
+) -> list[RowGroup]:
+    """Per prompt, its num_return_sequences rows as one RowGroup, every row streamed as `stream()` does."""
+    shared = _BatchStream(backend, batch, config, tokenizer)
+    n = config.num_return_sequences
+    return [RowGroup(shared, start, n) for start in range(0, len(shared.queues), n)]

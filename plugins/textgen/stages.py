@@ -12,7 +12,7 @@ from .backend import PromptBatch
 from .config import GenerationConfig, check_memory, check_token_ids, fit_prompts, with_model_defaults
 from .constrain import FORMAT_FIELDS, output_format
 from .engine.request import RequestHandle
-from .generate import RowStream, generate, stream
+from .generate import RowStream, generate, stream, stream_groups
 from .generation import Generation
 from .loading import TextGenModel, generation_memory_budget
 from .params import TextGenerationParams, TextOutputParams
@@ -42,7 +42,7 @@ def request_config(
 
 def generate_text(items: list[Prompt], params: TextGenerationParams, ctx: StageContext) -> list[Any]:
     """Stage `textgen.generate`: one Completion per prompt, or one text stream per prompt with stream=True
-    (a SequenceStreams, one stream per sequence, with num_return_sequences > 1 on the engine).
+    (a SequenceStreams, one stream per sequence, with num_return_sequences > 1).
 
     Native decoders submit every prompt to the model's engine (each request with its own
     controls, as if alone); beam search and transformers-backed models decode static
@@ -88,12 +88,12 @@ def _generate_static(
     check_memory(rows, longest, config.max_new_tokens, model.kv_bytes_per_token, generation_memory_budget())
     batch = PromptBatch.left_padded(prompts, model.pad_token_id, model.device)
     if params.stream:
-        if config.num_return_sequences != 1:
-            raise ParamError(
-                "stream=True streams several sequences per input only on the generation engine (native decoders, "
-                "num_beams=1); here num_return_sequences must be 1."
-            )
-        return stream(model.make_backend(), batch, config, model.tokenizer)
+        n = config.num_return_sequences
+        if n == 1:
+            return stream(model.make_backend(), batch, config, model.tokenizer)
+        return [
+            SequenceStreams(group, n) for group in stream_groups(model.make_backend(), batch, config, model.tokenizer)
+        ]
     results = generate(model.make_backend(), batch, config, model.tokenizer)
     return [Completion(prompt, with_format(gens, config)) for prompt, gens in zip(items, results)]
 

@@ -4,14 +4,24 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterator, Sequence
-from typing import overload
+from typing import Protocol, overload
 
-from .engine.request import RequestHandle
 from .generation import Generation
 
 
+class SequenceSource(Protocol):
+    """What decodes a prompt's n sequences together: an engine RequestHandle, or a RowGroup of a static batch."""
+
+    def indexed(self) -> Iterator[tuple[int, str | Generation]]: ...
+    @property
+    def generations(self) -> list[Generation] | None: ...
+    def result(self) -> list[Generation]: ...
+    def cancel(self) -> None: ...
+    def close(self) -> None: ...
+
+
 class SequenceStreams(Sequence["SequenceStream"]):
-    """The n sequences of one engine request, each streamed token by token.
+    """The n sequences of one prompt, decoded together (one engine request), each streamed token by token.
 
     `streams[i]` iterates sequence i's text deltas (each final when given; joined they equal its
     non-streamed text). `events()` gives every sequence's deltas as (index, delta) pairs in the
@@ -21,7 +31,7 @@ class SequenceStreams(Sequence["SequenceStream"]):
     gives every Generation once all have finished.
     """
 
-    def __init__(self, handle: RequestHandle, n: int) -> None:
+    def __init__(self, handle: SequenceSource, n: int) -> None:
         self.handle = handle
         self._queues: list[deque[str | Generation]] = [deque() for _ in range(n)]
         self._streams = [SequenceStream(self, i) for i in range(n)]

@@ -78,10 +78,7 @@ class Submission:
 
     def deltas(self) -> Iterator[Delta | Choice]:
         """The choices' text as decoded, token by token, and each Choice as soon as it has finished; with
-        n > 1 on the engine the n sequences are one request whose items come interleaved."""
-        if self.n > 1 and not self._streams_n():
-            yield from self._batched()
-            return
+        n > 1 the n sequences decode together (one engine request) and their items come interleaved."""
         extra = {"num_return_sequences": self.n} if self.n > 1 else {}
         stream = self._stream = self.pipe(self.prompt, stream=True, **extra, **self.params)
         items = stream.events() if self.n > 1 else _one_sequence(stream)
@@ -115,23 +112,6 @@ class Submission:
             return
         ordered = [choices[i] for i in sorted(choices)]
         self._outcome = Outcome(ordered, int(metrics.get("prompt_tokens", 0)), metrics.get("tpot_s"))
-
-    def _streams_n(self) -> bool:
-        """n sequences stream as one engine request; beam search and static models decode a batch, whole."""
-        return engine_of(self.pipe) is not None and self.params.get("num_beams", 1) == 1
-
-    def _batched(self) -> Iterator[Delta | Choice]:
-        records = self.pipe(
-            self.prompt, return_full_text=False, return_metrics=True, num_return_sequences=self.n, **self.params
-        )
-        choices = [
-            self._choice(i, r["generated_text"], r["finish_reason"], r["generated_tokens"], r.get("logprobs"))
-            for i, r in enumerate(records)
-        ]
-        self._outcome = Outcome(choices, int(records[0]["prompt_tokens"]))
-        for choice in choices:
-            yield Delta(choice.index, choice.text, choice.logprobs)
-            yield choice
 
     def outcome(self) -> Outcome:
         """The finished choices and token counts; only after `deltas()` was exhausted."""
