@@ -58,7 +58,8 @@ def model_engine(loaded: Any) -> Engine | None:
 
     `engine.submit(prompt_ids_or_text, config, stream=False)` returns a RequestHandle:
     `.result()` blocks for the Generations, iterating gives text deltas, `.cancel()` frees
-    its KV blocks; with num_return_sequences > 1, `.indexed()` gives (sequence index, delta) pairs;
+    its KV blocks; with num_return_sequences > 1, `.indexed()` gives (sequence index, text delta) and,
+    as each sequence ends, (sequence index, Generation);
     `engine.stats()` reports load, cache use, prefix hit rate, preemptions.
     """
     engine = getattr(loaded, "engine", None)

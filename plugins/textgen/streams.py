@@ -21,14 +21,15 @@ class SequenceSource(Protocol):
 
 
 class SequenceStreams(Sequence["SequenceStream"]):
-    """The n sequences of one prompt, decoded together (one engine request), each streamed token by token.
+    """The n sequences of one prompt, decoded together (one engine request, or rows of a static batch),
+    each streamed token by token.
 
     `streams[i]` iterates sequence i's text deltas (each final when given; joined they equal its
     non-streamed text). `events()` gives every sequence's deltas as (index, delta) pairs in the
     order they are decoded and, as soon as a sequence has finished, (index, its Generation): what
     a server forwarding them as they come wants. Reading one sequence queues the others' items
-    until they are read. `cancel()` stops all n sequences and frees their KV blocks; `result()`
-    gives every Generation once all have finished.
+    until they are read. `cancel()` stops all n sequences and frees their KV blocks (a static batch
+    just stops being advanced); `result()` gives every Generation once all have finished.
     """
 
     def __init__(self, handle: SequenceSource, n: int) -> None:
