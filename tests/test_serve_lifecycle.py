@@ -183,6 +183,15 @@ def test_timeout_cancels_all_n_sequences(long_llama: str) -> None:
             )
         assert caught.value.status_code == 504 and caught.value.body["code"] == "timeout"
         assert_idle(live, long_llama)
+        stream = client.chat.completions.create(
+            model=long_llama, messages=CHAT, max_tokens=3000, n=3, temperature=1.0, logit_bias={"2": -100}, stream=True
+        )
+        indexes = set()
+        with pytest.raises(openai.APIError, match="timeout"):  # the stream's error event, mid-stream
+            for chunk in stream:
+                indexes.update(c.index for c in chunk.choices)
+        assert indexes == {0, 1, 2}  # all three were streaming when the deadline passed
+        assert_idle(live, long_llama)
 
 
 def scrape(url: str) -> dict[str, float]:

@@ -315,6 +315,10 @@ def test_streamed_n_completions_over_two_prompts(client: openai.OpenAI, models: 
     chunks = list(client.completions.create(**args, stream=True, stream_options={"include_usage": True}))
     assert chunks[-1].choices == [] and chunks[-1].usage == whole.usage
     assert [c.index for c in whole.choices] == [0, 1, 2, 3]
+    echoed = list(client.completions.create(**args, echo=True, stream=True))
+    for choice in whole.choices:  # echo=True: each choice's first chunk is its prompt
+        mine = [c.choices[0].text for c in echoed if c.choices[0].index == choice.index]
+        assert mine[0] == args["prompt"][choice.index // 2] and "".join(mine[1:]) == choice.text
     for choice in whole.choices:
         mine = [c.choices[0] for c in chunks[:-1] if c.choices[0].index == choice.index]
         assert len([c for c in mine if c.text]) > 1
