@@ -191,6 +191,31 @@ def test_streaming_equals_solo_text_and_cancel_frees_blocks(models, tokenizer):
     assert engine.stats().running == engine.stats().waiting == 0
 
 
+def test_streaming_n_sequences_equals_solo_texts(models, tokenizer):
+    model = models["llama"]
+    prompt = tokenizer("The quick brown fox")["input_ids"]
+    config = GenerationConfig(
+        max_new_tokens=30, do_sample=True, seed=3, num_return_sequences=3, stop=["e "], eos_token_id=[EOS, 20, 21, 22]
+    )
+    expected = solo(model, tokenizer, prompt, config)
+    engine = Engine(model, tokenizer, block_size=4, background=False)
+    handle = engine.submit(prompt, config, stream=True)
+    with pytest.raises(ValueError):
+        next(handle)  # several sequences: text deltas alone would not say whose they are
+    items = list(handle.indexed())
+    texts = [[d for i, d in items if i == row and isinstance(d, str)] for row in range(3)]
+    assert ["".join(t) for t in texts] == [e.text for e in expected]
+    assert len({e.finish_reason for e in expected}) == 2  # rows end at different steps ("length" and "eos")
+    ends = {i: n for n, (i, item) in enumerate(items) if not isinstance(item, str)}
+    assert sorted(ends) == [0, 1, 2] and all(items[n][1].token_ids == expected[i].token_ids for i, n in ends.items())
+    for i, n in ends.items():  # each row's Generation follows its last delta, and comes as soon as that row ends
+        assert all(j != i for j, _ in items[n + 1 :])
+    early = next(i for i, e in enumerate(expected) if e.finish_reason == "eos")
+    assert ends[early] < max(n for n, (i, d) in enumerate(items) if isinstance(d, str))  # others still streaming
+    assert_same(handle.result(), expected)
+    assert engine.stats().blocks_used == 0
+
+
 def test_background_engine_serves_threads(models, tokenizer):
     import threading
 

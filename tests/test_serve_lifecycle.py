@@ -59,6 +59,19 @@ def test_cancelled_submission_stops_decoding(long_llama: str) -> None:
         submission.outcome()  # the generation never reached its end
 
 
+def test_cancelled_n_submission_streams_every_choice_then_stops(long_llama: str) -> None:
+    pipe = taskhub.pipeline("text-generation", long_llama)
+    params = {"max_new_tokens": 3000, "do_sample": True, "seed": 3, "logit_bias": {2: -100.0}}
+    submission = Submission(pipe, CHAT, params, n=3)
+    deltas = submission.deltas()
+    first = [next(deltas) for _ in range(9)]
+    submission.cancel()
+    assert list(deltas) == [] and {d.index for d in first} == {0, 1, 2} and all(d.text for d in first)
+    engine = model_engine(pipe.model)
+    assert engine is not None
+    assert wait_until(lambda: engine.stats().blocks_used + engine.stats().running == 0)
+
+
 def open_stream(url: str, body: dict) -> http.client.HTTPConnection:
     """POST a streaming request and read until its first data line; the connection stays open."""
     host, port = url.removeprefix("http://").split(":")
@@ -136,6 +149,30 @@ def test_client_disconnect_cancels_all_n_sequences(long_llama: str, stream: bool
         assert [c.index for c in reply.choices] == [0, 1] and reply.usage.completion_tokens == 8  # slot free again
 
 
+def test_disconnect_mid_stream_frees_all_n_streaming_sequences(long_llama: str) -> None:
+    settings = ServeSettings(models=(ServedModel("text-generation", long_llama),), max_running=1)
+    with running_server(settings) as live:
+        host, port = live.url.removeprefix("http://").split(":")
+        connection = http.client.HTTPConnection(host, int(port), timeout=60)
+        body = {"model": long_llama, "messages": CHAT, "max_tokens": 3000, "n": 3, "temperature": 1.0, "seed": 1,
+                "stream": True, "logit_bias": {"2": -100}}  # fmt: skip
+        connection.request("POST", "/v1/chat/completions", json.dumps(body), {"Content-Type": "application/json"})
+        response = connection.getresponse()
+        assert response.status == 200
+        seen: set[int] = set()
+        while seen != {0, 1, 2}:  # every choice is streaming before the client leaves
+            line = response.readline()
+            if line.startswith(b"data:"):
+                chunk = json.loads(line.removeprefix(b"data:"))
+                assert chunk["choices"][0]["finish_reason"] is None
+                seen.add(chunk["choices"][0]["index"])
+        assert engine_stats(live, long_llama).blocks_used >= 3
+        connection.sock.shutdown(socket.SHUT_RDWR)
+        connection.close()
+        assert_idle(live, long_llama)
+        assert live.metric(f'taskhub_cancelled_generations_total{{model="{long_llama}"}}') == 1
+
+
 def test_timeout_cancels_all_n_sequences(long_llama: str) -> None:
     settings = ServeSettings(models=(ServedModel("text-generation", long_llama),), timeout_s=1.5)
     with running_server(settings) as live:
@@ -145,6 +182,15 @@ def test_timeout_cancels_all_n_sequences(long_llama: str) -> None:
                 model=long_llama, messages=CHAT, max_tokens=3000, n=2, temperature=1.0, logit_bias={"2": -100}
             )
         assert caught.value.status_code == 504 and caught.value.body["code"] == "timeout"
+        assert_idle(live, long_llama)
+        stream = client.chat.completions.create(
+            model=long_llama, messages=CHAT, max_tokens=3000, n=3, temperature=1.0, logit_bias={"2": -100}, stream=True
+        )
+        indexes = set()
+        with pytest.raises(openai.APIError, match="timeout"):  # the stream's error event, mid-stream
+            for chunk in stream:
+                indexes.update(c.index for c in chunk.choices)
+        assert indexes == {0, 1, 2}  # all three were streaming when the deadline passed
         assert_idle(live, long_llama)
 
 

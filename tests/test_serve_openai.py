@@ -21,12 +21,13 @@ import taskhub
 from taskhub.serve import ServedModel, ServeSettings
 
 EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
+OPENAI_REASONS = {"eos": "stop", "stop": "stop", "length": "length"}  # taskhub's finish_reason -> OpenAI's
 CHAT = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "The quick brown fox"}]
 
 
 @pytest.fixture(scope="module")
 def models(decoding_model_dirs: dict[str, Path]) -> dict[str, str]:  # noqa: F811
-    return {"llama": str(decoding_model_dirs["llama"]), "gpt2": str(decoding_model_dirs["gpt2"])}
+    return {name: str(decoding_model_dirs[name]) for name in ("llama", "gpt2", "neox")}  # neox: transformers-backed
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +36,7 @@ def client(models: dict[str, str]) -> Iterator[openai.OpenAI]:
         models=(
             ServedModel("text-generation", models["llama"]),
             ServedModel("text-generation", models["gpt2"]),
+            ServedModel("text-generation", models["neox"]),
             ServedModel("feature-extraction", EMBEDDER),
         )
     )
@@ -57,7 +59,7 @@ def test_chat_equals_run_task_with_the_same_seed(client: openai.OpenAI, models: 
     choice = reply.choices[0]
     assert choice.message.role == "assistant"
     assert choice.message.content == expected["generated_text"]
-    assert choice.finish_reason == {"eos": "stop", "stop": "stop", "length": "length"}[expected["finish_reason"]]
+    assert choice.finish_reason == OPENAI_REASONS[expected["finish_reason"]]
     tokenizer = AutoTokenizer.from_pretrained(models["llama"])
     prompt_ids = tokenizer(tokenizer.apply_chat_template(CHAT, tokenize=False, add_generation_prompt=True))
     assert reply.usage.prompt_tokens == len(prompt_ids["input_ids"])
@@ -258,7 +260,7 @@ def test_embeddings_float_and_base64_equal_run_task(client: openai.OpenAI) -> No
 
 def test_models_lists_what_is_served(client: openai.OpenAI, models: dict[str, str]) -> None:
     listed = {m.id: m for m in client.models.list()}
-    assert set(listed) == {models["llama"], models["gpt2"], EMBEDDER}
+    assert set(listed) == {*models.values(), EMBEDDER}
     assert listed[EMBEDDER].model_extra["task"] == "feature-extraction"
 
 
@@ -279,3 +281,95 @@ def test_response_format_json_schema(client: openai.OpenAI, models: dict[str, st
         model=models["llama"], messages=CHAT, max_tokens=200, temperature=0.8, seed=1, response_format=response_format
     )
     jsonschema.validate(json.loads(reply.choices[0].message.content), schema)
+
+
+def test_streamed_n_chat_choices_stream_each_and_join_to_the_whole_reply(
+    client: openai.OpenAI, models: dict[str, str]
+) -> None:
+    args = dict(model=models["llama"], messages=CHAT, max_tokens=16, n=3, temperature=1.0, seed=11, logprobs=True)
+    whole = client.chat.completions.create(**args)
+    expected = taskhub.run_task(
+        "text-generation", CHAT, model=models["llama"], return_full_text=False, max_new_tokens=16, do_sample=True,
+        temperature=1.0, seed=11, num_return_sequences=3,
+    )  # fmt: skip
+    assert [c.message.content for c in whole.choices] == [r["generated_text"] for r in expected]
+    chunks = list(client.chat.completions.create(**args, stream=True, stream_options={"include_usage": True}))
+    assert chunks[-1].choices == [] and chunks[-1].usage == whole.usage  # the total over the 3 choices
+    assert all(len(c.choices) == 1 for c in chunks[:-1]) and len({c.id for c in chunks}) == 1
+    order = [c.choices[0].index for c in chunks[:-1] if c.choices[0].delta.content]
+    assert order != sorted(order)  # token by token, interleaved: not one choice after the other
+    for i, choice in enumerate(whole.choices):
+        mine = [c.choices[0] for c in chunks[:-1] if c.choices[0].index == i]
+        assert mine[0].delta.role == "assistant"
+        assert len([c for c in mine if c.delta.content]) > 1
+        assert "".join(c.delta.content or "" for c in mine) == choice.message.content
+        assert [c.finish_reason for c in mine] == [None] * (len(mine) - 1) + [choice.finish_reason]
+        streamed = [t.model_dump() for c in mine if c.logprobs for t in c.logprobs.content]
+        assert streamed == [t.model_dump() for t in choice.logprobs.content]
+
+
+def test_streamed_n_completions_over_two_prompts(client: openai.OpenAI, models: dict[str, str]) -> None:
+    args = dict(model=models["gpt2"], prompt=["The quick brown", "A stop string"], max_tokens=10, n=2,
+                temperature=0.9, seed=6, logprobs=1)  # fmt: skip
+    whole = client.completions.create(**args)
+    chunks = list(client.completions.create(**args, stream=True, stream_options={"include_usage": True}))
+    assert chunks[-1].choices == [] and chunks[-1].usage == whole.usage
+    assert [c.index for c in whole.choices] == [0, 1, 2, 3]
+    echoed = list(client.completions.create(**args, echo=True, stream=True))
+    for choice in whole.choices:  # echo=True: each choice's first chunk is its prompt
+        mine = [c.choices[0].text for c in echoed if c.choices[0].index == choice.index]
+        assert mine[0] == args["prompt"][choice.index // 2] and "".join(mine[1:]) == choice.text
+    for choice in whole.choices:
+        mine = [c.choices[0] for c in chunks[:-1] if c.choices[0].index == choice.index]
+        assert len([c for c in mine if c.text]) > 1
+        assert "".join(c.text for c in mine) == choice.text
+        assert [c.finish_reason for c in mine] == [None] * (len(mine) - 1) + [choice.finish_reason]
+        joined: dict[str, list] = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
+        for c in mine:
+            for key, values in (c.logprobs.model_dump() if c.logprobs else {}).items():
+                joined[key] += values
+        assert joined == choice.logprobs.model_dump()
+
+
+def test_streamed_n_choice_finishes_when_its_own_sequence_ends(client: openai.OpenAI, models: dict[str, str]) -> None:
+    controls = dict(max_new_tokens=30, do_sample=True, temperature=1.0, seed=4, stop=["e"], num_return_sequences=3)
+    expected = taskhub.run_task(
+        "text-generation", CHAT, model=models["llama"], return_full_text=False, return_metrics=True, **controls
+    )
+    assert [r["generated_tokens"] for r in expected][0] < 10 <= min(r["generated_tokens"] for r in expected[1:])
+    chunks = list(
+        client.chat.completions.create(
+            model=models["llama"], messages=CHAT, max_tokens=30, n=3, temperature=1.0, seed=4, stop=["e"], stream=True
+        )
+    )
+    items = [c.choices[0] for c in chunks]
+    for i, record in enumerate(expected):
+        assert "".join(c.delta.content or "" for c in items if c.index == i) == record["generated_text"]
+    reasons = {c.index: (n, c.finish_reason) for n, c in enumerate(items) if c.finish_reason}
+    assert [reasons[i][1] for i in range(3)] == [OPENAI_REASONS[r["finish_reason"]] for r in expected]
+    later_text = [n for n, c in enumerate(items) if c.index != 0 and c.delta.content]
+    assert reasons[0][0] < max(later_text)  # choice 0's finish chunk came while the others still streamed
+
+
+@pytest.mark.parametrize(
+    ("name", "controls"),
+    [("neox", {}), ("llama", dict(extra_body={"num_beams": 3}))],
+)
+def test_streamed_n_on_static_batches_joins_to_the_whole_reply(
+    client: openai.OpenAI, models: dict[str, str], name: str, controls: dict
+) -> None:
+    """A transformers-backed model (sampled, token by token) and beam search (whole at the end) decode static
+    batches; their streamed choices still join to the whole reply's, one finish chunk each."""
+    args = dict(model=models[name], messages=CHAT, max_tokens=8, n=2, temperature=0.9, seed=2, **controls)
+    whole = client.chat.completions.create(**args)
+    beams = controls.get("extra_body", {}).get("num_beams", 1)
+    expected = taskhub.run_task("text-generation", CHAT, model=models[name], return_full_text=False, max_new_tokens=8,
+                                num_return_sequences=2, num_beams=beams, do_sample=True, temperature=0.9, seed=2)  # fmt: skip
+    assert [c.message.content for c in whole.choices] == [r["generated_text"] for r in expected]
+    chunks = list(client.chat.completions.create(**args, stream=True, stream_options={"include_usage": True}))
+    assert chunks[-1].usage == whole.usage
+    for choice in whole.choices:
+        mine = [c.choices[0] for c in chunks[:-1] if c.choices[0].index == choice.index]
+        assert "".join(c.delta.content or "" for c in mine) == choice.message.content
+        assert [c.finish_reason for c in mine] == [None] * (len(mine) - 1) + [choice.finish_reason]
+        assert len([c for c in mine if c.delta.content]) > 1 or beams > 1

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from .generation import Generation, finish_text
     from .hf_backend import ExtraInputs, HFBackend
     from .stopping import cut_at_stop
+    from .streams import SequenceStream, SequenceStreams
 
 # The rest import torch: each is imported from its module when first used (PEP 562).
 _LAZY = {
@@ -37,6 +38,8 @@ _LAZY = {
     "ExtraInputs": ".hf_backend",
     "HFBackend": ".hf_backend",
     "cut_at_stop": ".stopping",
+    "SequenceStream": ".streams",
+    "SequenceStreams": ".streams",
 }
 
 
@@ -55,7 +58,9 @@ def model_engine(loaded: Any) -> Engine | None:
 
     `engine.submit(prompt_ids_or_text, config, stream=False)` returns a RequestHandle:
     `.result()` blocks for the Generations, iterating gives text deltas, `.cancel()` frees
-    its KV blocks; `engine.stats()` reports load, cache use, prefix hit rate, preemptions.
+    its KV blocks; with num_return_sequences > 1, `.indexed()` gives (sequence index, text delta) and,
+    as each sequence ends, (sequence index, Generation);
+    `engine.stats()` reports load, cache use, prefix hit rate, preemptions.
     """
     engine = getattr(loaded, "engine", None)
     return engine() if callable(engine) else None
@@ -72,6 +77,8 @@ __all__ = [
     "PromptBatch",
     "RequestCancelled",
     "RequestHandle",
+    "SequenceStream",
+    "SequenceStreams",
     "cut_at_stop",
     "finish_text",
     "generate",

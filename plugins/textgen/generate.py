@@ -58,13 +58,13 @@ class LogprobRecorder:
             self.top_values.append(values)
             self.top_ids.append(ids)
 
-    def rows(self, ids: torch.Tensor) -> list[list[dict]]:
-        """Per row, per step: {token_id, logprob, top_logprobs}; `ids` [B, steps] chosen ids."""
+    def rows(self, ids: torch.Tensor, rows: list[int]) -> list[list[dict]]:
+        """Per row of `rows`, per step: {token_id, logprob, top_logprobs}; `ids` [len(rows), steps] chosen ids."""
         if not self.chosen:
             return [[] for _ in range(ids.shape[0])]
-        chosen = torch.stack(self.chosen, dim=1).tolist()  # [B, steps]
-        top_ids = torch.stack(self.top_ids, dim=1).tolist() if self.top_n else None  # [B, steps, N]
-        top_values = torch.stack(self.top_values, dim=1).tolist() if self.top_n else None
+        chosen = torch.stack(self.chosen, dim=1)[rows].tolist()  # [len(rows), steps]
+        top_ids = torch.stack(self.top_ids, dim=1)[rows].tolist() if self.top_n else None  # [len(rows), steps, N]
+        top_values = torch.stack(self.top_values, dim=1)[rows].tolist() if self.top_n else None
         return [
             [
                 _record(token, chosen[b][t], top_ids[b][t] if top_ids else [], top_values[b][t] if top_values else [])
@@ -236,17 +236,24 @@ class SamplingRun:
 
     def results(self) -> list[Generation]:
         """The sequences of every row (prompt-major, num_return_sequences per prompt)."""
+        return self._generations(list(range(self.tokens.shape[0])))
+
+    def result(self, row: int) -> Generation:
+        """One row's sequence: final once that row has finished, so the engine can hand it out while
+        the request's other rows still decode."""
+        return self._generations([row])[0]
+
+    def _generations(self, rows: list[int]) -> list[Generation]:
         assert self.clock is not None, "iterate the run first"
-        lengths = torch.minimum(self.lengths, torch.tensor(self.steps)).tolist()
-        reasons = [FINISH_REASONS[r] for r in self.reasons.tolist()]
-        generated = self.tokens[:, self.prompt_len : self.prompt_len + self.steps]
-        rows = generated.tolist()
-        logprobs = self.logprobs.rows(generated) if self.logprobs is not None else None
+        lengths = torch.minimum(self.lengths, torch.tensor(self.steps))[rows].tolist()
+        reasons = [FINISH_REASONS[r] for r in self.reasons[rows].tolist()]
+        generated = self.tokens[rows, self.prompt_len : self.prompt_len + self.steps]
+        logprobs = self.logprobs.rows(generated, rows) if self.logprobs is not None else None
         prompts = prompt_lengths(self.batch)
         peak = self.clock.peak_memory_bytes()
         out = []
-        for b, (row, n, reason) in enumerate(zip(rows, lengths, reasons)):
-            ids = row[:n]
+        for i, (b, ids, n, reason) in enumerate(zip(rows, generated.tolist(), lengths, reasons)):
+            ids = ids[:n]
             out.append(
                 Generation(
                     token_ids=ids,
@@ -254,7 +261,7 @@ class SamplingRun:
                     text=finish_text(self.tokenizer, ids, reason, self.config, self.context[b])
                     if self.tokenizer
                     else None,
-                    logprobs=logprobs[b][:n] if logprobs is not None else None,
+                    logprobs=logprobs[i][:n] if logprobs is not None else None,
                     metrics=self.clock.row_metrics(prompts[b], n, reason, peak),
                 )
             )
@@ -304,8 +311,56 @@ class RowStream:
         return results[self._row] if results is not None else None
 
 
+class RowGroup:
+    """The num_return_sequences rows of one prompt of a streamed batch, read like one engine request
+    (a SequenceStreams wraps it): `indexed()` gives (index, text delta) as decoded, then each row's
+    Generation once the batch has finished. A static batch holds no shared cache to free: it simply
+    stops when nobody pulls it, so cancel() has nothing to do."""
+
+    def __init__(self, shared: _BatchStream, start: int, n: int) -> None:
+        self._shared, self._rows = shared, range(start, start + n)
+        self._items: Iterator[tuple[int, str | Generation]] | None = None
+
+    def indexed(self) -> Iterator[tuple[int, str | Generation]]:
+        if self._items is None:
+            self._items = self._read()
+        return self._items
+
+    def _read(self) -> Iterator[tuple[int, str | Generation]]:
+        shared = self._shared
+        while True:
+            for index, row in enumerate(self._rows):
+                while shared.queues[row]:
+                    yield index, shared.queues[row].popleft()
+            if shared.done:
+                break
+            shared.advance()
+        for index, generation in enumerate(self.result()):
+            yield index, generation
+
+    @property
+    def generations(self) -> list[Generation] | None:
+        """The rows' finished sequences; None while the batch decodes."""
+        results = self._shared.results
+        return [results[row] for row in self._rows] if results is not None else None
+
+    def result(self) -> list[Generation]:
+        """The rows' sequences; decodes the rest of the batch first."""
+        while not self._shared.done:
+            self._shared.advance()
+        generations = self.generations
+        assert generations is not None
+        return generations
+
+    def cancel(self) -> None:
+        """Nothing to free: the batch is no longer advanced once nobody reads it."""
+
+    def close(self) -> None:
+        """Nothing to free (see cancel)."""
+
+
 class _BatchStream:
-    """The decode loop behind the RowStreams of one batch."""
+    """The decode loop behind the RowStreams (or RowGroups) of one batch."""
 
     def __init__(self, backend: LogitsBackend, batch: PromptBatch, config: GenerationConfig, tokenizer: Any) -> None:
         self.args = (backend, batch, config, tokenizer)
@@ -342,3 +397,12 @@ def stream(backend: LogitsBackend, batch: PromptBatch, config: GenerationConfig,
     """
     shared = _BatchStream(backend, batch, config, tokenizer)
     return [RowStream(shared, row) for row in range(len(shared.queues))]
+
+
+def stream_groups(
+    backend: LogitsBackend, batch: PromptBatch, config: GenerationConfig, tokenizer: Any
+) -> list[RowGroup]:
+    """Per prompt, its num_return_sequences rows as one RowGroup, every row streamed as `stream()` does."""
+    shared = _BatchStream(backend, batch, config, tokenizer)
+    n = config.num_return_sequences
+    return [RowGroup(shared, start, n) for start in range(0, len(shared.queues), n)]

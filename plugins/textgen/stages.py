@@ -12,11 +12,12 @@ from .backend import PromptBatch
 from .config import GenerationConfig, check_memory, check_token_ids, fit_prompts, with_model_defaults
 from .constrain import FORMAT_FIELDS, output_format
 from .engine.request import RequestHandle
-from .generate import RowStream, generate, stream
+from .generate import RowStream, generate, stream, stream_groups
 from .generation import Generation
 from .loading import TextGenModel, generation_memory_budget
 from .params import TextGenerationParams, TextOutputParams
 from .prompts import Prompt
+from .streams import SequenceStreams
 
 
 @dataclass
@@ -39,42 +40,9 @@ def request_config(
     return config
 
 
-class WholeStream:
-    """stream=True with num_return_sequences > 1 on the engine, which streams one sequence per request:
-    the first sequence's text comes whole when the request ends, `result()` gives every sequence, and
-    `cancel()` stops them all (their KV blocks freed), so the request stays cancellable midway."""
-
-    def __init__(self, handle: RequestHandle) -> None:
-        self.handle = handle
-        self._read = False
-
-    def __iter__(self) -> WholeStream:
-        return self
-
-    def __next__(self) -> str:
-        if self._read:
-            raise StopIteration
-        self._read = True
-        text = self.handle.result()[0].text
-        if not text:
-            raise StopIteration
-        return text
-
-    @property
-    def generation(self) -> Generation | None:
-        """The finished first sequence; None while running."""
-        return self.handle.generation
-
-    def result(self) -> list[Generation]:
-        """Every sequence; blocks until the request finished."""
-        return self.handle.result()
-
-    def cancel(self) -> None:
-        self.handle.cancel()
-
-
 def generate_text(items: list[Prompt], params: TextGenerationParams, ctx: StageContext) -> list[Any]:
-    """Stage `textgen.generate`: one Completion per prompt, or one text stream per prompt with stream=True.
+    """Stage `textgen.generate`: one Completion per prompt, or one text stream per prompt with stream=True
+    (a SequenceStreams, one stream per sequence, with num_return_sequences > 1).
 
     Native decoders submit every prompt to the model's engine (each request with its own
     controls, as if alone); beam search and transformers-backed models decode static
@@ -92,12 +60,12 @@ def generate_text(items: list[Prompt], params: TextGenerationParams, ctx: StageC
     engine = model.engine()
     if engine is not None and config.num_beams == 1:
         configs = [request_config(params, model, len(ids)) for ids in prompts]
-        handles = [
-            engine.submit(ids, c, stream=params.stream and c.num_return_sequences == 1)
-            for ids, c in zip(prompts, configs)
-        ]
+        handles = [engine.submit(ids, c, stream=params.stream) for ids, c in zip(prompts, configs)]
         if params.stream:
-            return [h if c.num_return_sequences == 1 else WholeStream(h) for h, c in zip(handles, configs)]
+            return [
+                h if c.num_return_sequences == 1 else SequenceStreams(h, c.num_return_sequences)
+                for h, c in zip(handles, configs)
+            ]
         return [Completion(prompt, with_format(handle.result(), config)) for prompt, handle in zip(items, handles)]
     size = ctx.task.batching.batch_size
     order = sorted(range(len(items)), key=lambda i: -len(prompts[i]))
@@ -120,9 +88,12 @@ def _generate_static(
     check_memory(rows, longest, config.max_new_tokens, model.kv_bytes_per_token, generation_memory_budget())
     batch = PromptBatch.left_padded(prompts, model.pad_token_id, model.device)
     if params.stream:
-        if config.num_return_sequences != 1:
-            raise ParamError("stream=True gives one sequence per input; num_return_sequences must be 1.")
-        return stream(model.make_backend(), batch, config, model.tokenizer)
+        n = config.num_return_sequences
+        if n == 1:
+            return stream(model.make_backend(), batch, config, model.tokenizer)
+        return [
+            SequenceStreams(group, n) for group in stream_groups(model.make_backend(), batch, config, model.tokenizer)
+        ]
     results = generate(model.make_backend(), batch, config, model.tokenizer)
     return [Completion(prompt, with_format(gens, config)) for prompt, gens in zip(items, results)]
 
@@ -183,7 +154,7 @@ def text_output(items: list[Any], params: TextOutputParams, ctx: StageContext) -
     """Stage `textgen.text_output`: [{"generated_text": ...}] per input; streams pass through."""
     out: list[Any] = []
     for item in items:
-        if isinstance(item, (RowStream, RequestHandle, WholeStream)):
+        if isinstance(item, (RowStream, RequestHandle, SequenceStreams)):
             out.append(item)
             continue
         out.append(

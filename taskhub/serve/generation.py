@@ -76,22 +76,30 @@ class Submission:
     def cancelled(self) -> bool:
         return self._cancelled.is_set()
 
-    def deltas(self) -> Iterator[Delta]:
-        """The choices' text as decoded. The first sequence streams token by token; with n > 1 the
-        others follow whole when the request ends (one engine request decodes all n together)."""
-        if self.n > 1 and not self._streams_n():
-            yield from self._batched()
-            return
+    def deltas(self) -> Iterator[Delta | Choice]:
+        """The choices' text as decoded, token by token, and each Choice as soon as it has finished; with
+        n > 1 the n sequences decode together (one engine request) and their items come interleaved."""
         extra = {"num_return_sequences": self.n} if self.n > 1 else {}
         stream = self._stream = self.pipe(self.prompt, stream=True, **extra, **self.params)
+        items = stream.events() if self.n > 1 else _one_sequence(stream)
+        choices: dict[int, Choice] = {}
+        metrics: dict[str, Any] = {}
         ended = False
         try:
             if self._cancelled.is_set():  # cancelled while the request was being submitted
                 return
-            for text in stream:
+            for index, item in items:
                 if self._cancelled.is_set():
                     return
-                yield Delta(0, text, self._named(getattr(text, "records", None)))
+                if isinstance(item, str):
+                    yield Delta(index, item, self._named(getattr(item, "records", None)))
+                    continue
+                choices[index] = self._choice(
+                    index, item.text or "", item.finish_reason, len(item.token_ids), item.logprobs
+                )
+                if index == 0 or not metrics:
+                    metrics = item.metrics  # prompt tokens, and the first sequence's TPOT for /metrics
+                yield choices[index]
             ended = True
         except Exception:
             if self._cancelled.is_set():  # a cancelled engine handle ends with RequestCancelled: expected
@@ -102,31 +110,8 @@ class Submission:
                 self._stop_stream()
         if self._cancelled.is_set():
             return
-        generations = stream.result() if self.n > 1 else [stream.generation]
-        choices = [
-            self._choice(i, g.text or "", g.finish_reason, len(g.token_ids), g.logprobs)
-            for i, g in enumerate(generations)
-        ]
-        metrics = generations[0].metrics
-        self._outcome = Outcome(choices, int(metrics.get("prompt_tokens", 0)), metrics.get("tpot_s"))
-        for choice in choices[1:]:
-            yield Delta(choice.index, choice.text, choice.logprobs)
-
-    def _streams_n(self) -> bool:
-        """n sequences stream as one request on the engine; beam search and static models decode a batch."""
-        return engine_of(self.pipe) is not None and self.params.get("num_beams", 1) == 1
-
-    def _batched(self) -> Iterator[Delta]:
-        records = self.pipe(
-            self.prompt, return_full_text=False, return_metrics=True, num_return_sequences=self.n, **self.params
-        )
-        choices = [
-            self._choice(i, r["generated_text"], r["finish_reason"], r["generated_tokens"], r.get("logprobs"))
-            for i, r in enumerate(records)
-        ]
-        self._outcome = Outcome(choices, int(records[0]["prompt_tokens"]))
-        for choice in choices:
-            yield Delta(choice.index, choice.text, choice.logprobs)
+        ordered = [choices[i] for i in sorted(choices)]
+        self._outcome = Outcome(ordered, int(metrics.get("prompt_tokens", 0)), metrics.get("tpot_s"))
 
     def outcome(self) -> Outcome:
         """The finished choices and token counts; only after `deltas()` was exhausted."""
@@ -154,6 +139,13 @@ class Submission:
             }
             for step in logprobs
         ]
+
+
+def _one_sequence(stream: Any) -> Iterator[tuple[int, Any]]:
+    """A one-sequence stream's text deltas, then its Generation, as (index 0, item) like SequenceStreams.events()."""
+    for text in stream:
+        yield 0, text
+    yield 0, stream.generation
 
 
 def engine_stats(pipes: list[Pipeline]) -> list[dict[str, Any]]:

@@ -73,23 +73,20 @@ class GenerationJob:
         while not self.pending:
             if self.stream is None:
                 return None
-            delta = await self.stream.next()
-            if delta is not None:
-                delta.index += self.next_prompt * self.request.n
-                return delta
-            self._finish_prompt(self.stream)
+            item = await self.stream.next()
+            if item is None:
+                self._finish_prompt(self.stream)
+                continue
+            item.index += self.next_prompt * self.request.n
+            if isinstance(item, Choice):
+                if self.echo:
+                    item.text = self.prompts[self.next_prompt] + item.text
+                self.choices.append(item)
+            return item
         return self.pending.pop(0)
 
     def _finish_prompt(self, stream: DeltaStream) -> None:
         outcome = stream.submission.outcome()
-        base = self.next_prompt * self.request.n
-        prompt = self.prompts[self.next_prompt]
-        for choice in outcome.choices:
-            choice.index += base
-            if self.echo:
-                choice.text = prompt + choice.text
-            self.choices.append(choice)
-            self.pending.append(choice)
         self.prompt_tokens += outcome.prompt_tokens
         tokens = outcome.choices[0].completion_tokens if outcome.choices else 0
         self.state.metrics.observe_generation(
@@ -172,7 +169,7 @@ async def run_generation(
             streaming = True  # the response closes the job when it ends
             return GenerationEvents(job, sse_events(job, shape, deadline, first))
         await guarded(request, job.drain(), deadline)
-        return ResultResponse(shape.whole(job.choices, job.prompt_tokens))
+        return ResultResponse(shape.whole(sorted(job.choices, key=lambda c: c.index), job.prompt_tokens))
     finally:
         if not streaming:
             job.close()

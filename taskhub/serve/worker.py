@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 from starlette.requests import Request
 
 from .errors import APIError
-from .generation import Delta, Submission
+from .generation import Choice, Delta, Submission
 
 T = TypeVar("T")
 END = object()  # a delta stream's last item
@@ -89,8 +89,8 @@ class DeltaStream:
         except BaseException as exc:  # handed to the request, which turns it into an error response
             self._put(Failed(exc))
 
-    async def next(self) -> Delta | None:
-        """The next text Delta, or None at the end; re-raises the worker's error."""
+    async def next(self) -> Delta | Choice | None:
+        """The next text Delta or finished Choice, or None at the end; re-raises the worker's error."""
         item = await self.queue.get()
         if item is END:
             return None

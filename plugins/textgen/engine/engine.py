@@ -118,7 +118,7 @@ class Engine:
         """Queue one prompt (text or token ids); the handle gives its result, text deltas, or cancels it."""
         config = config or GenerationConfig()
         ids = self._prompt_ids(prompt)
-        self._check(ids, config, stream)
+        self._check(ids, config)
         if self._closed:
             raise TaskhubError("The engine is closed.")
         with torch.inference_mode():
@@ -152,15 +152,13 @@ class Engine:
             raise BadInputError(f"Prompt token ids must lie in [0, {self.model.cfg.vocab_size}).")
         return ids
 
-    def _check(self, ids: list[int], config: GenerationConfig, stream: bool) -> None:
+    def _check(self, ids: list[int], config: GenerationConfig) -> None:
         if not ids:
             raise BadInputError("The prompt is empty; the engine needs at least one token.")
         if config.num_beams > 1:
             raise ParamError(
                 "The engine samples or decodes greedily; beam search (num_beams > 1) runs on the static path."
             )
-        if stream and config.num_return_sequences != 1:
-            raise ParamError("stream=True gives one sequence per request; num_return_sequences must be 1.")
         total = len(ids) + config.max_new_tokens
         if self.model.pos_embeddings is not None and total > self.model.cfg.max_position_embeddings:
             raise ParamError(

@@ -56,7 +56,11 @@ class Request:
         self.prompt_len = len(prompt)
         self.submitted = time.perf_counter()
         self.admitted: float | None = None
-        self.deltas: queue.SimpleQueue[str | None] | None = queue.SimpleQueue() if streaming else None
+        # per sequence: (index, text delta) as decoded, then (index, its finished Generation); None at the end
+        self.deltas: queue.SimpleQueue[tuple[int, str | Generation] | None] | None = (
+            queue.SimpleQueue() if streaming else None
+        )
+        self.ended: dict[int, Generation] = {}  # streamed rows whose Generation has been queued
         self.done = threading.Event()
         self.results: list[Generation] | None = None
         self.error: BaseException | None = None
@@ -67,22 +71,37 @@ class Request:
         return [row for row in self.rows if row.alive]
 
     def push_text(self) -> None:
-        """Queue the text the (single) row's stream made final since the last step."""
-        if self.deltas is not None and self.run.streams is not None:
-            text = self.run.streams[0].take()
+        """Queue the text each row's stream made final since the last step, and the Generation of each row
+        that has just finished (its held text released first), while the other rows go on."""
+        if self.deltas is None or self.run.streams is None:
+            return
+        for index, (row, stream) in enumerate(zip(self.rows, self.run.streams)):
+            ended = not row.alive and index not in self.ended
+            if ended:
+                stream.finish()
+            text = stream.take()
             if text:
-                self.deltas.put(text)
+                self.deltas.put((index, text))
+            if ended:
+                self.ended[index] = self._stamped(self.run.result(index))
+                self.deltas.put((index, self.ended[index]))
 
     def finish(self) -> None:
-        """Generation ended normally: results with queue time, the rest of the streamed text."""
+        """Generation ended normally: results with queue time, the rest of the streamed text and sequences."""
         self.run.finish_streams()
         self.push_text()
-        queue_s = (self.admitted or self.submitted) - self.submitted
-        results = self.run.results()
-        for generation in results:
-            generation.metrics["queue_s"] = queue_s
-        self.results = results
+        self.results = [
+            self.ended[i] if i in self.ended else self._stamped(g) for i, g in enumerate(self.run.results())
+        ]
+        if self.deltas is not None:
+            for index, generation in enumerate(self.results):
+                if index not in self.ended:
+                    self.deltas.put((index, generation))
         self._close()
+
+    def _stamped(self, generation: Generation) -> Generation:
+        generation.metrics["queue_s"] = (self.admitted or self.submitted) - self.submitted
+        return generation
 
     def fail(self, error: BaseException) -> None:
         self.error = error
@@ -97,6 +116,10 @@ class Request:
 class RequestHandle:
     """What engine.submit returns: a blocking result, text deltas (stream=True), cancel.
 
+    Iterating gives the text deltas of a one-sequence request; `indexed()` gives, for every
+    sequence (num_return_sequences > 1), (index, text delta) pairs in the order they are decoded
+    and, as soon as that sequence has finished, (index, its Generation).
+
     Dropping a handle before its request finished cancels the request, so an abandoned
     stream frees its KV blocks.
     """
@@ -107,7 +130,7 @@ class RequestHandle:
         self._request = request
         self._cancel = cancel
         self._step = step  # an engine without a background thread is driven by whoever waits
-        self._deltas: Iterator[str] | None = None
+        self._deltas: Iterator[tuple[int, str | Generation]] | None = None
 
     @property
     def done(self) -> bool:
@@ -126,6 +149,11 @@ class RequestHandle:
         return request.results
 
     @property
+    def generations(self) -> list[Generation] | None:
+        """Every finished sequence (num_return_sequences of them); None while running or after a failure."""
+        return self._request.results
+
+    @property
     def generation(self) -> Generation | None:
         """The finished first sequence (finish_reason, metrics, ...); None while running."""
         results = self._request.results
@@ -135,10 +163,20 @@ class RequestHandle:
         return self
 
     def __next__(self) -> str:
-        """The next text delta, final when given (submit with stream=True)."""
+        """The next text delta, final when given (submit with stream=True, one sequence)."""
+        if len(self._request.rows) != 1:
+            raise ValueError("a request of several sequences streams through indexed()")
+        for _, item in self.indexed():
+            if isinstance(item, str):
+                return item
+        raise StopIteration
+
+    def indexed(self) -> Iterator[tuple[int, str | Generation]]:
+        """(sequence index, text delta) of every sequence as decoded, each delta final when given, and
+        (sequence index, Generation) once that sequence has finished (after its last delta)."""
         if self._deltas is None:
             self._deltas = self._read_deltas()
-        return next(self._deltas)
+        return self._deltas
 
     def close(self) -> None:
         """Stop reading: cancels the request if it is still running."""
@@ -146,7 +184,7 @@ class RequestHandle:
             self._deltas.close()
         self.cancel()
 
-    def _read_deltas(self) -> Iterator[str]:
+    def _read_deltas(self) -> Iterator[tuple[int, str | Generation]]:
         request = self._request
         deltas = request.deltas
         if deltas is None:
