@@ -25,7 +25,7 @@ bf16 activations; with --compile the fp32 model under torch.compile (compile tim
 llama.cpp rows need llama-cpp-python built for this CPU (see LLAMA_CPP_INSTALL) and `gguf`;
 without them the rows are skipped with a message.
 
-    python benchmarks/decode.py [--repeats 5] [--models ...] [--batches 1 8] [--no-extras] [--compile]
+    python benchmarks/decode.py [--repeats 5] [--models ...] [--batches 1 8] [--no-extras] [--compile [max-autotune]]
         [--llama-cpp-path /path/to/venv/lib/python3.11/site-packages]
 """
 
@@ -308,7 +308,7 @@ def module_engine(run: Callable[[torch.Tensor], Run], module: torch.nn.Module) -
     return Engine(run, weight_bytes(module), bytes_per_step(module, output))
 
 
-def build_engines(path: Path, new: int, extras: bool, compile_: bool, llama_cpp: bool) -> dict[str, Engine]:
+def build_engines(path: Path, new: int, extras: bool, compile_mode: str | None, llama_cpp: bool) -> dict[str, Engine]:
     """Every engine to time, loaded from the checkpoint at `path`."""
     hf = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     backends = {"taskhub fp32": NativeBackend.from_pretrained(path, dtype=torch.float32)}
@@ -316,9 +316,9 @@ def build_engines(path: Path, new: int, extras: bool, compile_: bool, llama_cpp:
         backends["taskhub bf16"] = NativeBackend.from_pretrained(path, dtype=torch.bfloat16)
         for scheme in ("int8", "int4"):
             backends[f"taskhub {scheme}"] = NativeBackend(quantize(load_transformer(path, dtype=torch.float32), scheme))
-    if compile_:
+    if compile_mode:
         for name in ("fp32", "bf16", "int8") if extras else ("fp32",):
-            backends[f"taskhub {name} compiled"] = compiled_backend(path, name)
+            backends[f"taskhub {name} compiled"] = compiled_backend(path, name, compile_mode)
     engines = {"transformers fp32": module_engine(partial(run_transformers, hf, new=new), hf)}
     for name, backend in backends.items():
         engines[name] = module_engine(partial(run_native, backend, new=new), backend.model)
@@ -430,8 +430,11 @@ def main() -> None:
     parser.add_argument("--no-extras", action="store_true", help="skip the bf16 and int8 native runs")
     parser.add_argument(
         "--compile",
-        action="store_true",
-        help="add the native fp32 / bf16 / int8 models with a compiled decode step (compiles for minutes)",
+        nargs="?",
+        const="default",
+        choices=["default", "max-autotune"],
+        help="add the native fp32 / bf16 / int8 models with a compiled decode step in this mode "
+        "(default: default; compiles for minutes)",
     )
     parser.add_argument("--no-llama-cpp", action="store_true", help="skip the llama.cpp rows")
     parser.add_argument(
@@ -463,12 +466,12 @@ def main() -> None:
             del engines
 
 
-def compiled_backend(path: Path, kind: str) -> NativeBackend:
-    """Native backend ("fp32", "bf16" or "int8") whose decode steps run one inductor graph (compiled.py)."""
+def compiled_backend(path: Path, kind: str, mode: str) -> NativeBackend:
+    """Native backend ("fp32", "bf16" or "int8") whose decode steps run one inductor graph (compiled.py) in `mode`."""
     model = load_transformer(path, dtype=torch.bfloat16 if kind == "bf16" else torch.float32)
     if kind == "int8":
         model = quantize(model, "int8")
-    return NativeBackend(model, compile_decode_step(model, "default"))
+    return NativeBackend(model, compile_decode_step(model, mode))
 
 
 if __name__ == "__main__":
