@@ -8,11 +8,13 @@ row count the engine (no background thread) gets that many greedy requests with 
 batch of the same rows and context: what the same forward costs without paging or scheduling.
 Each cell is the best of --repeats runs, engine and static interleaved.
 
+Times are CPU time of the process (time.process_time): with --threads 1 that is the step's own work, and
+on a machine shared with other busy processes it is far steadier than wall time.
 Reported per step (ms): schedule (Scheduler.schedule), build (the runner's index tensors and
 masks), model (the forward itself), choose (every request picking its tokens), total, and the
 static decode step. --profile prints torch.profiler's top operators of the engine's steps.
 
-    cd benchmarks && python engine_step.py [--rows 1 8 32] [--mixed] [--context 128] [--steps 16] [--profile]
+    cd benchmarks && python engine_step.py [--rows 1 8 32] [--mixed] [--context 128] [--steps 16] [--threads 1] [--profile]
 """
 
 from __future__ import annotations
@@ -46,11 +48,11 @@ class Timers:
         inner = getattr(owner, method)
 
         def timed(*args, **kwargs):
-            start = time.perf_counter()
+            start = time.process_time()
             try:
                 return inner(*args, **kwargs)
             finally:
-                self.total[name] += time.perf_counter() - start
+                self.total[name] += time.process_time() - start
 
         setattr(owner, method, timed)
 
@@ -85,7 +87,7 @@ def engine_steps(model: Transformer, rows: int, args: argparse.Namespace, profil
     timers.wrap(engine.model, "forward", "model")
     timers.wrap(engine, "_choose", "choose")
     prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) if profile else None
-    start = time.perf_counter()
+    start = time.process_time()
     if prof is not None:
         prof.__enter__()
     for _ in range(args.steps):
@@ -93,7 +95,7 @@ def engine_steps(model: Transformer, rows: int, args: argparse.Namespace, profil
     if prof is not None:
         prof.__exit__(None, None, None)
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
-    total = time.perf_counter() - start
+    total = time.process_time() - start
     del handles, extra
     engine.close()
     t = {k: 1e3 * v / args.steps for k, v in timers.total.items()}
@@ -111,10 +113,10 @@ def static_steps(model: Transformer, rows: int, args: argparse.Namespace) -> dic
     backend = NativeBackend(model)
     ids = torch.tensor(prompts(rows, args.context, model.cfg.vocab_size, 0))
     logits = backend.prefill(PromptBatch(ids, torch.ones_like(ids)), args.steps + 1)
-    start = time.perf_counter()
+    start = time.process_time()
     for _ in range(args.steps):
         logits = backend.decode(logits.argmax(dim=-1))
-    return {"static": 1e3 * (time.perf_counter() - start) / args.steps}
+    return {"static": 1e3 * (time.process_time() - start) / args.steps}
 
 
 def best(fn: Callable[[], dict[str, float]], runs: list[dict[str, float]]) -> None:
