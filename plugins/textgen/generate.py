@@ -179,12 +179,22 @@ class SamplingRun:
         The generation engine calls this with each request's rows of a shared batch, so a
         request consumes its processors and seeded generator exactly as when it runs alone.
         """
-        assert self.clock is not None, "set the clock before the first step"
-        step = self.steps
-        scores = apply_processors(self.processors, self.tokens[:, : self.prompt_len + step], logits)
+        scores = apply_processors(self.processors, self.tokens[:, : self.prompt_len + self.steps], logits)
         next_ids = sample(scores, self.config.sampling, self.generator)
         if self.logprobs is not None:
             self.logprobs.record(scores, next_ids)
+        return self.accept(next_ids)
+
+    @property
+    def argmax_only(self) -> bool:
+        """Whether choose() picks each row's argmax of the raw logits (greedy, no processor, no logprobs): the
+        engine then takes the argmax of all such requests' rows in one call and hands them to accept()."""
+        return not self.config.sampling and not self.processors and self.logprobs is None
+
+    def accept(self, next_ids: torch.Tensor) -> torch.Tensor:
+        """The rest of a step once next_ids [B] are picked: append them, mark finished rows; the ids kept."""
+        assert self.clock is not None, "set the clock before the first step"
+        step = self.steps
         if self.finish_ids is not None or self.streams is not None or self.constraint is not None:
             next_ids = torch.where(self.unfinished, next_ids, self.pad)
         if self.constraint is not None:

@@ -212,17 +212,38 @@ class Engine:
                 raise
             self.scheduler.computed(work)
             self.steps += 1
-            for request, picks in owners:
-                self._choose(request, logits, picks)
+            self._choose(logits, owners)
             return True
 
-    def _choose(self, request: Request, logits: torch.Tensor, picks: list[tuple[int, int]]) -> None:
-        """The request picks its rows' next tokens (dead rows get zero scores: they only keep the
-        generator's draws aligned with a solo run); finished rows and requests leave."""
-        rows = [r for r, _ in picks]
+    def _choose(self, logits: torch.Tensor, owners: list[tuple[Request, list[tuple[int, int]]]]) -> None:
+        """Every request picks its rows' next tokens; the greedy ones without processors share one argmax."""
+        plain = [i for request, picks in owners if request.run.argmax_only for _, i in picks]
+        if len(plain) == logits.shape[0]:
+            best = dict(enumerate(logits.argmax(dim=-1).tolist()))
+        else:
+            best = dict(zip(plain, logits[plain].argmax(dim=-1).tolist())) if plain else {}
+        for request, picks in owners:
+            if request.run.argmax_only:  # a dead row's zero scores would pick id 0
+                ids = [0] * len(request.rows)
+                for r, i in picks:
+                    ids[r] = best[i]
+                next_ids = request.run.accept(torch.tensor(ids, device=logits.device))
+            else:
+                next_ids = request.run.choose(self._scores(request, logits, picks))
+            self._advance(request, [r for r, _ in picks], next_ids.tolist())
+
+    @staticmethod
+    def _scores(request: Request, logits: torch.Tensor, picks: list[tuple[int, int]]) -> torch.Tensor:
+        """The request's rows of the logits (a copy: processors may edit it); dead rows get zero scores, which
+        only keep the generator's draws aligned with a solo run."""
+        if len(picks) == len(request.rows) == 1:
+            return logits[[picks[0][1]]]
         scores = logits.new_zeros(len(request.rows), logits.shape[1])
-        scores[rows] = logits[[i for _, i in picks]]
-        next_ids = request.run.choose(scores).tolist()
+        scores[[r for r, _ in picks]] = logits[[i for _, i in picks]]
+        return scores
+
+    def _advance(self, request: Request, rows: list[int], next_ids: list[int]) -> None:
+        """Append the picked tokens; finished rows and requests leave."""
         unfinished = request.run.unfinished.tolist()
         for r in rows:
             row = request.rows[r]
