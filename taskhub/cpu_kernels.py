@@ -192,7 +192,7 @@ class _Int8Dynamic(_Kernel):
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, act: str, smooth: torch.Tensor | None) -> None:
         super().__init__(weight, bias, act)
-        if not int8_linear_available():
+        if not _int8_linear_available():
             raise ValueError("quantize='int8' needs oneDNN's int8 linear (torch.ops.onednn.qlinear_pointwise)")
         w = weight.detach().float()  # [out, in]
         bias_fp32 = torch.zeros(w.shape[0]) if bias is None else bias.detach().float()
@@ -241,7 +241,7 @@ class _Int8Dynamic(_Kernel):
         return y if residual is None else y.add_(residual)
 
 
-def int8_linear_available() -> bool:
+def _int8_linear_available() -> bool:
     """oneDNN's int8 linear exists in this torch build (a private op of CPU builds with mkldnn: checked)."""
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.onednn, "qlinear_pointwise")
 
@@ -341,6 +341,10 @@ def linear_options(source: ModelSource, fused: bool) -> tuple[str | None, str | 
         raise ModelNotAvailableError(f"Unknown kernel option {kernel!r}; expected one of {', '.join(KERNELS)}.")
     if quantize not in (None, *QUANTIZE):
         raise ModelNotAvailableError(f"Unknown quantize option {quantize!r}; expected none, {', '.join(QUANTIZE)}.")
+    if quantize and not _int8_linear_available():
+        raise ModelNotAvailableError(
+            "quantize: int8 needs a torch CPU build with oneDNN's int8 linear; this one has none."
+        )
     if (kernel or quantize) and not (fused and source.device == "cpu"):
         raise ModelNotAvailableError(
             f"Model options kernel / quantize need the fused encoder on the CPU (a plain BERT or ViT, "
