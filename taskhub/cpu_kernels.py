@@ -12,7 +12,6 @@ Importing this module imports torch; `import taskhub` does not import this modul
 from __future__ import annotations
 
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,13 +35,16 @@ __all__ = [
     "fused_linear_available",
     "linear_options",
     "onednn_linear",
+    "smoothing_factors",
 ]
 
 LinearFn = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
 SMALL_M = 16  # cpu_linear: rows up to this many (decode steps, small batches) are timed apart from prefill
 PROBE_ROWS = 512  # Linear: rows of the random input its kernels are timed on (a batch of ~8-16 sentences)
 KERNELS = ("aten", "onednn", "onednn-packed")  # Linear(kernel=...): what may be forced instead of measured
-QUANTIZE = ("int8",)  # Linear(quantize=...): dynamic int8 (weights per output channel, activations per call)
+QUANTIZE = ("int8",)  # Linear(quantize=...): dynamic int8 (weights per output channel, activations per token)
+OUTLIER_ROW_ERROR = 0.03  # int8 Linear: output rows losing more than this share of their weights' norm run in fp32
+SMOOTH_ALPHA = 0.6  # smoothing_factors: how much of an input channel's range moves into the weights
 
 
 @dataclass(frozen=True)
@@ -176,25 +178,80 @@ class _OneDNN(_Kernel):
 
 
 class _Int8Dynamic(_Kernel):
-    """Dynamic int8 on torch's x86 quantized engine (fbgemm: VNNI where the CPU has it): weights symmetric
-    per output channel, activations quantized per call from their range inside the kernel, fp32 out.
-    Per-token activation scales (`torch._int_mm` + scaling in eager) were more accurate but slower
-    than fp32 here; see docs/performance.md, "Encoders"."""
+    """Dynamic int8 on oneDNN's int8 linear (AMX / VNNI where the CPU has them), fp32 out.
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, act: str) -> None:
+    Weights are symmetric per output channel. Activations are quantized per token (each row's [min, max]
+    onto uint8 0..255, two vectorized passes; torch's `quantize_per_channel` took longer than the GEMM)
+    and the GEMM runs on the raw codes; each row's step and shift are undone on the output together
+    with the bias (one rank-2 update).
+    One scale for the whole batch, as torch's dynamic linear does, cost MiniLM most of its accuracy
+    (tokens differ ~10x in range). `smooth` (SmoothQuant) divides input channel j by smooth[j] and
+    multiplies the weight's column j by it, moving outlier channels' range into the weights. Output rows
+    whose int8 weights lose more than OUTLIER_ROW_ERROR of their norm (one huge weight in a row) run in
+    fp32. Measured per-layer errors and speeds: docs/performance.md, "Encoders"."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, act: str, smooth: torch.Tensor | None) -> None:
         super().__init__(weight, bias, act)
-        w = weight.detach().float()
-        scales = (w.abs().amax(dim=1).clamp_min(1e-8) / 127).double()
-        zero_points = torch.zeros(w.shape[0], dtype=torch.long)
-        with warnings.catch_warnings():  # quantized tensor types are deprecated; the engine's kernels are not
-            warnings.simplefilter("ignore", UserWarning)
-            quantized = torch.quantize_per_channel(w, scales, zero_points, 0, torch.qint8)
-        self.packed = torch.ops.quantized.linear_prepack(quantized, None if bias is None else bias.detach().float())
+        if not _int8_linear_available():
+            raise ValueError("quantize='int8' needs oneDNN's int8 linear (torch.ops.onednn.qlinear_pointwise)")
+        w = weight.detach().float()  # [out, in]
+        bias_fp32 = torch.zeros(w.shape[0]) if bias is None else bias.detach().float()
+        self.inverse_smooth = None if smooth is None else 1 / smooth.float()  # [in]
+        smoothed = w if smooth is None else w * smooth.float()
+        self.weight_scales = smoothed.abs().amax(dim=1).clamp_min(1e-8) / 127  # [out]
+        codes = torch.round(smoothed / self.weight_scales[:, None]).clamp(-127, 127)
+        dequantized = codes * self.weight_scales[:, None]
+        lost = (dequantized - smoothed).norm(dim=1) / smoothed.norm(dim=1).clamp_min(1e-12)
+        self.fp32_rows = (lost > OUTLIER_ROW_ERROR).nonzero().squeeze(1)  # [k]
+        self.fp32_row_weight, self.fp32_row_bias = w[self.fp32_rows], bias_fp32[self.fp32_rows]
+        # [2, out]: y = (codes @ W.T) / steps + [low, 1] @ this (each row's shift, then the bias)
+        self.shift_and_bias = torch.stack([dequantized.sum(dim=1), bias_fp32])
+        self.packed = torch.ops.onednn.qlinear_prepack(codes.to(torch.int8), [PROBE_ROWS, w.shape[1]])
+        self.weight_zero_points = torch.zeros(w.shape[0], dtype=torch.long)
 
     def __call__(self, x: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor:
-        y = torch.ops.quantized.linear_dynamic(x.float(), self.packed, False).to(x.dtype)
-        y = F.gelu(y) if self.act == "gelu" else y
-        return y if residual is None else y + residual
+        rows = x.reshape(-1, x.shape[-1]).float()  # [N, in]
+        scaled = rows * self.inverse_smooth if self.inverse_smooth is not None else rows
+        low, high = torch.aminmax(scaled, dim=1, keepdim=True)  # [N, 1] each
+        steps = 255 / (high - low).clamp_min_(1e-8)  # [N, 1]: codes per unit of this row
+        # codes = round((x - low) * steps) in [0, 255], rounded by adding 0.5 before the truncating cast
+        codes = torch.addcmul(0.5 - low * steps, scaled, steps).to(torch.uint8)  # [N, in]
+        y = torch.ops.onednn.qlinear_pointwise(
+            codes,
+            1.0,
+            0,
+            self.packed,
+            self.weight_scales,
+            self.weight_zero_points,
+            None,
+            1.0,
+            0,
+            torch.float32,
+            "none",
+            [],
+            "",
+        )  # [N, out]: codes @ dequantized W.T
+        # in place: on small CPUs a fresh [N, out] buffer costs as much as a pass over it
+        y.mul_(1 / steps).addmm_(torch.cat([low, torch.ones_like(low)], dim=1), self.shift_and_bias)
+        if len(self.fp32_rows):
+            y[:, self.fp32_rows] = F.linear(rows, self.fp32_row_weight, self.fp32_row_bias)
+        y = y.view(*x.shape[:-1], -1).to(x.dtype)
+        if self.act == "gelu":
+            y = torch.ops.aten.gelu_(y)
+        return y if residual is None else y.add_(residual)
+
+
+def _int8_linear_available() -> bool:
+    """oneDNN's int8 linear exists in this torch build (a private op of CPU builds with mkldnn: checked)."""
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.onednn, "qlinear_pointwise")
+
+
+def smoothing_factors(input_max: torch.Tensor, weight: torch.Tensor, alpha: float = SMOOTH_ALPHA) -> torch.Tensor:
+    """SmoothQuant's per-input-channel factors max|X_j|^alpha / max|W_j|^(1 - alpha), for `Linear(smooth=...)`:
+    `input_max` [in] is each input channel's largest magnitude on calibration inputs, `weight` [out, in]."""
+    activations = input_max.float().clamp_min(1e-5)
+    weights = weight.detach().float().abs().amax(dim=0).clamp_min(1e-5)
+    return (activations**alpha / weights ** (1 - alpha)).clamp_min(1e-5)
 
 
 def _candidates(weight: torch.Tensor, bias: torch.Tensor | None, act: str) -> dict[str, _Kernel]:
@@ -224,20 +281,30 @@ def _choose_fused(kernels: dict[str, _Kernel], key: tuple[torch.dtype, int, int,
 class Linear(nn.Module):
     """y = act(x @ W.T + b) (+ residual) with `act` "none" or "gelu" (erf GELU), on the kernel measured
     fastest here for this shape and dtype, or the one named by `kernel` ("aten", "onednn",
-    "onednn-packed"). `quantize="int8"` runs dynamic int8 instead (fp32 in and out)."""
+    "onednn-packed"). `quantize="int8"` runs dynamic int8 instead (fp32 in and out), with input channels
+    divided by `smooth` (see `smoothing_factors`) if given."""
 
-    def __init__(self, source: nn.Linear, act: str = "none", kernel: str | None = None, quantize: str | None = None):
+    def __init__(
+        self,
+        source: nn.Linear,
+        act: str = "none",
+        kernel: str | None = None,
+        quantize: str | None = None,
+        smooth: torch.Tensor | None = None,
+    ):
         super().__init__()
         if act not in ("none", "gelu"):
             raise ValueError(f"Unknown activation {act!r}; expected 'none' or 'gelu'")
         if quantize not in (None, *QUANTIZE):
             raise ValueError(f"Unknown quantize {quantize!r}; expected None or one of {', '.join(QUANTIZE)}")
+        if smooth is not None and quantize is None:
+            raise ValueError("smooth only applies to quantized linears (quantize='int8')")
         self.weight = source.weight  # [out, in]
         self.bias = source.bias  # [out]
         self.act = act
         self._kernel: _Kernel
         if quantize == "int8":
-            self.kernel_name, self._kernel = "int8-dynamic", _Int8Dynamic(self.weight, self.bias, act)
+            self.kernel_name, self._kernel = "int8-dynamic", _Int8Dynamic(self.weight, self.bias, act, smooth)
             return
         kernels = _candidates(self.weight, self.bias, act)
         if kernel is not None and kernel not in kernels:
@@ -248,14 +315,19 @@ class Linear(nn.Module):
 
     @classmethod
     def stacked(
-        cls, parts: list[nn.Linear], act: str = "none", kernel: str | None = None, quantize: str | None = None
+        cls,
+        parts: list[nn.Linear],
+        act: str = "none",
+        kernel: str | None = None,
+        quantize: str | None = None,
+        smooth: torch.Tensor | None = None,
     ) -> Linear:
         """One linear computing several (query, key, value) side by side: out = concat of theirs."""
         first = parts[0]
         joined = nn.Linear(first.in_features, sum(p.out_features for p in parts), device=first.weight.device)
         joined.weight = nn.Parameter(torch.cat([p.weight for p in parts]), requires_grad=False)
         joined.bias = nn.Parameter(torch.cat([p.bias for p in parts]), requires_grad=False)
-        return cls(joined, act, kernel, quantize)
+        return cls(joined, act, kernel, quantize, smooth)
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         return self._kernel(x, residual)
@@ -269,6 +341,10 @@ def linear_options(source: ModelSource, fused: bool) -> tuple[str | None, str | 
         raise ModelNotAvailableError(f"Unknown kernel option {kernel!r}; expected one of {', '.join(KERNELS)}.")
     if quantize not in (None, *QUANTIZE):
         raise ModelNotAvailableError(f"Unknown quantize option {quantize!r}; expected none, {', '.join(QUANTIZE)}.")
+    if quantize and not _int8_linear_available():
+        raise ModelNotAvailableError(
+            "quantize: int8 needs a torch CPU build with oneDNN's int8 linear; this one has none."
+        )
     if (kernel or quantize) and not (fused and source.device == "cpu"):
         raise ModelNotAvailableError(
             f"Model options kernel / quantize need the fused encoder on the CPU (a plain BERT or ViT, "

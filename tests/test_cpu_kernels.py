@@ -19,6 +19,7 @@ from taskhub.cpu_kernels import (
     fused_linear_available,
     linear_options,
     onednn_linear,
+    smoothing_factors,
 )
 from taskhub.errors import ModelNotAvailableError
 from taskhub.models import ModelSource
@@ -89,6 +90,53 @@ def test_int8_linear_stays_close_to_the_float_layer(act: str, with_residual: boo
     assert not torch.allclose(got.double(), expected, atol=1e-5)  # really quantized, not the float path
 
 
+def _relative_error(got: torch.Tensor, expected: torch.Tensor) -> float:
+    return ((got.double() - expected).norm() / expected.norm()).item()
+
+
+def test_int8_scales_each_token_on_its_own() -> None:
+    """Tokens 100x apart in range: per-token scales keep the small ones (a batch-wide scale would flatten them)."""
+    layer, x, _ = _layer_and_inputs(torch.float32)
+    x = x.clone()
+    x[0, 0] *= 100
+    linear = Linear(layer, quantize="int8")
+    with torch.inference_mode():
+        got = linear(x)
+    expected = _reference(layer, x, "none", None)
+    for token in [(0, 1), (1, 3), (2, 6)]:  # ordinary tokens next to the huge one
+        assert _relative_error(got[token], expected[token]) < 0.02
+
+
+def test_int8_smoothing_tames_an_outlier_input_channel() -> None:
+    """SmoothQuant: one input channel 60x the others; smoothing factors from its range cut the int8 error."""
+    layer, x, _ = _layer_and_inputs(torch.float32)
+    x = x.clone()
+    x[..., 5] *= 60
+    smooth = smoothing_factors(x.abs().flatten(0, 1).amax(dim=0), layer.weight)
+    with torch.inference_mode():
+        plain, smoothed = Linear(layer, quantize="int8")(x), Linear(layer, quantize="int8", smooth=smooth)(x)
+    expected = _reference(layer, x, "none", None)
+    assert _relative_error(smoothed, expected) < 0.5 * _relative_error(plain, expected)
+    assert _relative_error(smoothed, expected) < 0.01
+
+
+def test_int8_row_with_one_huge_weight_runs_in_fp32() -> None:
+    """A wide row whose int8 weights would lose most of their detail to one huge entry (MiniLM's FFN output
+    has such rows) is computed in fp32; the other rows stay int8."""
+    g = torch.Generator().manual_seed(2)
+    layer = nn.Linear(1536, 16).requires_grad_(False)
+    with torch.no_grad():
+        layer.weight.copy_(torch.randn(16, 1536, generator=g) * 0.1)
+        layer.weight[3, 10] = 8.0
+    x = torch.randn(5, 1536, generator=g)
+    with torch.inference_mode():
+        got = Linear(layer, quantize="int8")(x)
+    expected = _reference(layer, x, "none", None)
+    assert torch.allclose(got[:, 3].double(), expected[:, 3], atol=1e-4)  # exact: fp32
+    assert not torch.allclose(got[:, 4].double(), expected[:, 4], atol=1e-4)  # int8
+    assert _relative_error(got, expected) < 0.02
+
+
 def test_stacked_linear_is_the_concatenation_of_its_parts() -> None:
     parts = [nn.Linear(32, n).requires_grad_(False) for n in (8, 16, 8)]
     x = torch.randn(5, 32, generator=torch.Generator().manual_seed(1))
@@ -106,6 +154,8 @@ def test_unknown_kernel_activation_and_quantize_are_refused() -> None:
         Linear(layer, act="relu")
     with pytest.raises(ValueError, match="int8"):
         Linear(layer, quantize="int4")
+    with pytest.raises(ValueError, match="quantized"):
+        Linear(layer, smooth=torch.ones(8))
 
 
 def test_linear_options_are_checked() -> None:

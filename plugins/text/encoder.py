@@ -2,7 +2,7 @@
 
 Each linear runs on the kernel `taskhub.cpu_kernels.Linear` measured fastest on this CPU (oneDNN with bias,
 GELU and the residual add fused into the matmul and pre-packed weights won at MiniLM shapes on a Xeon with
-AMX; see docs/performance.md), or dynamic int8 when asked. Query, key and value are one matmul. Weights
+AMX; see docs/performance.md), or dynamic int8 (smoothed, per token) when asked. Query, key and value are one matmul. Weights
 are taken from a loaded transformers BertModel. The linears (nearly all the work) run on the real tokens
 only, packed without padding; attention alone sees the padded grid, masked.
 """
@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from taskhub.cpu_kernels import Linear
+from taskhub.cpu_kernels import Linear, smoothing_factors
 
 
 @dataclass
@@ -50,18 +50,35 @@ class Packing:
 
 
 class Layer(nn.Module):
-    """Post-LayerNorm transformer layer: x = LN(x + attn(x)); x = LN(x + ffn(x))."""
+    """Post-LayerNorm transformer layer: x = LN(x + attn(x)); x = LN(x + ffn(x)).
 
-    def __init__(self, layer: nn.Module, config: EncoderConfig, kernel: str | None, quantize: str | None) -> None:
+    With `input_maxima` (int8) every linear but the FFN output runs in int8, smoothed per input channel
+    from those maxima; the FFN output stays float: int8 there alone cost MiniLM up to 0.004 of cosine
+    per layer (its input, the GELU output, has a few huge tokens and its weights a few huge entries)."""
+
+    def __init__(
+        self,
+        layer: nn.Module,
+        config: EncoderConfig,
+        kernel: str | None,
+        input_maxima: dict[nn.Linear, torch.Tensor] | None = None,
+    ) -> None:
         super().__init__()
         attention = layer.attention
         self.config = config
-        parts = [attention.self.query, attention.self.key, attention.self.value]
-        self.qkv = Linear.stacked(parts, kernel=kernel, quantize=quantize)
-        self.attn_out = Linear(attention.output.dense, kernel=kernel, quantize=quantize)
+
+        def quantized(*parts: nn.Linear, act: str = "none") -> Linear:
+            if input_maxima is None:
+                return Linear.stacked(list(parts), act, kernel) if len(parts) > 1 else Linear(parts[0], act, kernel)
+            weight = torch.cat([p.weight for p in parts])  # the parts share their input
+            smooth = smoothing_factors(input_maxima[parts[0]], weight)
+            return Linear.stacked(list(parts), act, quantize="int8", smooth=smooth)
+
+        self.qkv = quantized(attention.self.query, attention.self.key, attention.self.value)
+        self.attn_out = quantized(attention.output.dense)
         self.attn_norm = attention.output.LayerNorm
-        self.ffn_in = Linear(layer.intermediate.dense, act="gelu", kernel=kernel, quantize=quantize)
-        self.ffn_out = Linear(layer.output.dense, kernel=kernel, quantize=quantize)
+        self.ffn_in = quantized(layer.intermediate.dense, act="gelu")
+        self.ffn_out = Linear(layer.output.dense, kernel=kernel)
         self.ffn_norm = layer.output.LayerNorm
 
     def forward(self, x: torch.Tensor, packing: Packing) -> torch.Tensor:
@@ -80,16 +97,22 @@ class Layer(nn.Module):
 class BertEncoder(nn.Module):
     """Last hidden states of a BertModel, [B, T, H], for right-padded batches (zeros at padding).
 
-    `kernel` forces one linear kernel ("aten", "onednn", "onednn-packed"; default: measured),
-    `quantize="int8"` runs the linears in dynamic int8.
+    `kernel` forces one linear kernel ("aten", "onednn", "onednn-packed"; default: measured).
+    `input_maxima` (each of bert's nn.Linear -> its largest |input| per channel on calibration text, see
+    calibration.py) runs the layers' linears in dynamic int8, smoothed with them (see `Layer`).
     """
 
-    def __init__(self, bert: nn.Module, kernel: str | None = None, quantize: str | None = None) -> None:
+    def __init__(
+        self,
+        bert: nn.Module,
+        kernel: str | None = None,
+        input_maxima: dict[nn.Linear, torch.Tensor] | None = None,
+    ) -> None:
         super().__init__()
         config = bert.config
         self.config = EncoderConfig(config.hidden_size, config.num_attention_heads, config.layer_norm_eps)
         self.embeddings = bert.embeddings
-        self.layers = nn.ModuleList(Layer(layer, self.config, kernel, quantize) for layer in bert.encoder.layer)
+        self.layers = nn.ModuleList(Layer(layer, self.config, kernel, input_maxima) for layer in bert.encoder.layer)
 
     @staticmethod
     def supports(model: nn.Module) -> bool:

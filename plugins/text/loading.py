@@ -15,6 +15,7 @@ from taskhub.cpu_kernels import linear_options
 from taskhub.errors import ModelNotAvailableError
 from taskhub.models import ModelSource
 
+from .calibration import linear_input_maxima
 from .encoder import BertEncoder
 
 HEADS = {
@@ -94,7 +95,8 @@ def load_text_model(source: ModelSource) -> TextModel:
 
     A bare BERT model also gets the fused `BertEncoder` unless `options.fused_encoder` is false;
     `options.kernel` forces its linear kernel (default: the fastest measured here) and
-    `options.quantize: int8` runs its linears in dynamic int8 (CPU, bare BERT models only).
+    `options.quantize: int8` runs its linears in dynamic int8, calibrated on calibration.SENTENCES
+    (CPU, bare BERT models only).
     """
     head = source.options.get("head", "base")
     if head not in HEADS:
@@ -105,10 +107,13 @@ def load_text_model(source: ModelSource) -> TextModel:
     st_config = sentence_transformers_config(Path(source.path))
     fused = head == "base" and source.options.get("fused_encoder", True) and BertEncoder.supports(model)
     kernel, quantize = linear_options(source, fused)
-    return TextModel(
+    text_model = TextModel(
         SharedTokenizer(tokenizer),
         model,
         max_seq_length=st_config.get("max_seq_length"),
         lowercase=bool(st_config.get("do_lower_case", False)),
-        encoder=BertEncoder(model, kernel, quantize).eval() if fused else None,
     )
+    if fused:
+        maxima = linear_input_maxima(model, tokenizer, text_model.max_length) if quantize == "int8" else None
+        text_model.encoder = BertEncoder(model, kernel, maxima).eval()
+    return text_model
