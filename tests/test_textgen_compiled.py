@@ -6,15 +6,20 @@ import dataclasses
 
 import pytest
 import torch
+from fixtures_decoding import EOS, PAD
 from fixtures_families import family_checkpoints  # noqa: F401  (session fixture)
 from fixtures_textgen import textgen_checkpoints  # noqa: F401  (session fixture)
 from taskhub_textgen.checkpoint import load_transformer
 from taskhub_textgen.compiled import compile_decode_step
 from taskhub_textgen.loading import load_generative_lm
 from taskhub_textgen.model import Transformer
+from taskhub_textgen.native_backend import NativeBackend
 from test_textgen_model import (
     NEW_TOKENS,
     assert_cached_decoding_matches_full_forward,
+    greedy,
+    hf_model,
+    left_padded,
     native_and_transformers_greedy,
 )
 
@@ -36,6 +41,23 @@ def test_compiled_gemma2_decoding_matches_full_forward(family_checkpoints):
     """Soft-capped attention and logits, sandwich norms and local/global layers through the compiled step."""
     model = load_transformer(family_checkpoints["gemma2"], dtype=torch.float32)
     assert_cached_decoding_matches_full_forward(model, compile_decode_step(model, "default"))
+
+
+@pytest.mark.slow  # nine inductor compiles of a tiny model
+def test_one_process_compiles_more_graphs_than_dynamos_recompile_limit(textgen_checkpoints):
+    """Nine batch sizes are nine graphs of one code object (dynamo stops at 8 by default): each still decodes right."""
+    path = textgen_checkpoints["llama"]
+    model = load_transformer(path, dtype=torch.float32)
+    backend = NativeBackend(model, compile_decode_step(model, "default"))
+    hf = hf_model(path)
+    for batch in range(1, 10):
+        ids, mask = left_padded([3 + 2 * row for row in range(batch)], seed=batch)
+        with torch.no_grad():
+            ref = hf.generate(
+                input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=3, min_new_tokens=3,
+                pad_token_id=PAD, eos_token_id=EOS,
+            )  # fmt: skip
+        assert torch.equal(greedy(backend, ids, mask, 3), ref[:, ids.shape[1] :]), f"batch {batch}"
 
 
 def test_compile_option_is_checked_before_loading(textgen_checkpoints):

@@ -16,6 +16,7 @@ from .model import Transformer
 log = logging.getLogger("taskhub.textgen")
 
 CACHE_BUCKET = 256  # a compiled backend rounds its cache length up to a multiple of this: one graph per bucket
+MAX_GRAPHS = 1024  # compiled decode graphs one process may hold (all models, batch sizes and buckets)
 COMPILE_MODES = ("default", "max-autotune")  # values of the `compile` load option besides "none"
 
 
@@ -102,7 +103,14 @@ class CompiledDecodeStep:
                 *key,
                 self.mode,
             )
-        logits = self._step(ids, positions, valid, slot, cache.k_layers, cache.v_layers, cache.key_valid)
+        args = (ids, positions, valid, slot, cache.k_layers, cache.v_layers, cache.key_valid)
+        if started is None:
+            logits = self._step(*args)
+        else:
+            # every model, batch size and bucket is one more graph of the same code object: lift
+            # dynamo's per-code recompile limit (8) that would otherwise fail a process's ninth graph
+            with torch._dynamo.config.patch(recompile_limit=MAX_GRAPHS):
+                logits = self._step(*args)
         if started is not None:
             self._compiled.add(key)
             log.warning("taskhub: decode step compiled in %.1f s", time.perf_counter() - started)
