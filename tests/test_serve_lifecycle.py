@@ -129,15 +129,21 @@ def test_client_disconnect_cancels_its_generation(long_llama: str) -> None:
         assert reply.usage.completion_tokens == 4  # the only worker thread is free again
 
 
+def request_three_long_choices(live: LiveServer, model: str, stream: bool) -> http.client.HTTPConnection:
+    """A raw connection that has sent a 3000-token, n = 3 sampled chat request (the test decides when to hang up)."""
+    host, port = live.url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=60)
+    body = {"model": model, "messages": CHAT, "max_tokens": 3000, "n": 3, "temperature": 1.0, "seed": 1,
+            "stream": stream, "logit_bias": {"2": -100}}  # fmt: skip
+    connection.request("POST", "/v1/chat/completions", json.dumps(body), {"Content-Type": "application/json"})
+    return connection
+
+
 @pytest.mark.parametrize("stream", [True, False])
 def test_client_disconnect_cancels_all_n_sequences(long_llama: str, stream: bool) -> None:
     settings = ServeSettings(models=(ServedModel("text-generation", long_llama),), max_running=1)
     with running_server(settings) as live:
-        host, port = live.url.removeprefix("http://").split(":")
-        connection = http.client.HTTPConnection(host, int(port), timeout=60)
-        body = {"model": long_llama, "messages": CHAT, "max_tokens": 3000, "n": 3, "temperature": 1.0, "seed": 1,
-                "stream": stream, "logit_bias": {"2": -100}}  # fmt: skip
-        connection.request("POST", "/v1/chat/completions", json.dumps(body), {"Content-Type": "application/json"})
+        connection = request_three_long_choices(live, long_llama, stream)
         assert wait_until(lambda: engine_stats(live, long_llama).running == 1)  # all 3 rows decoding
         assert wait_until(lambda: engine_stats(live, long_llama).blocks_used >= 3)
         connection.sock.shutdown(socket.SHUT_RDWR)
@@ -152,11 +158,7 @@ def test_client_disconnect_cancels_all_n_sequences(long_llama: str, stream: bool
 def test_disconnect_mid_stream_frees_all_n_streaming_sequences(long_llama: str) -> None:
     settings = ServeSettings(models=(ServedModel("text-generation", long_llama),), max_running=1)
     with running_server(settings) as live:
-        host, port = live.url.removeprefix("http://").split(":")
-        connection = http.client.HTTPConnection(host, int(port), timeout=60)
-        body = {"model": long_llama, "messages": CHAT, "max_tokens": 3000, "n": 3, "temperature": 1.0, "seed": 1,
-                "stream": True, "logit_bias": {"2": -100}}  # fmt: skip
-        connection.request("POST", "/v1/chat/completions", json.dumps(body), {"Content-Type": "application/json"})
+        connection = request_three_long_choices(live, long_llama, stream=True)
         response = connection.getresponse()
         assert response.status == 200
         seen: set[int] = set()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from fixtures_decoding import decoding_model_dirs  # noqa: F401  (session fixture)
-from taskhub_textgen.api import RequestCancelled, model_engine
+from taskhub_textgen.api import Engine, RequestCancelled, SequenceStreams, model_engine
 from transformers import AutoTokenizer
 
 from taskhub import pipeline, run_task
@@ -64,13 +64,18 @@ def test_each_sequence_iterates_its_own_deltas(decoding_model_dirs: dict[str, Pa
     assert [s.generation.text for s in streams] == [r["generated_text"] for r in expected]
 
 
-def test_n_sequence_stream_cancels_all_rows(decoding_model_dirs: dict[str, Path]) -> None:  # noqa: F811
-    path = str(decoding_model_dirs["llama"])
-    pipe = pipeline("text-generation", path)
+def long_sampled_streams(dirs: dict[str, Path], n: int) -> tuple[Engine, SequenceStreams]:
+    """The llama fixture's engine and its n-sequence stream of a 200-token sampled request (EOS banned)."""
+    pipe = pipeline("text-generation", str(dirs["llama"]))
     engine = model_engine(pipe.model)
     assert engine is not None
-    streams = pipe(PROMPT, stream=True, max_new_tokens=200, do_sample=True, num_return_sequences=3,
+    streams = pipe(PROMPT, stream=True, max_new_tokens=200, do_sample=True, num_return_sequences=n,
                    logit_bias={2: -100.0})  # fmt: skip
+    return engine, streams
+
+
+def test_n_sequence_stream_cancels_all_rows(decoding_model_dirs: dict[str, Path]) -> None:  # noqa: F811
+    engine, streams = long_sampled_streams(decoding_model_dirs, n=3)
     pairs = streams.events()
     assert next(pairs)[1]  # decoding has started
     assert engine.stats().blocks_used >= 3
@@ -84,12 +89,7 @@ def test_n_sequence_stream_cancels_all_rows(decoding_model_dirs: dict[str, Path]
 
 
 def test_abandoned_n_sequence_stream_frees_its_rows(decoding_model_dirs: dict[str, Path]) -> None:  # noqa: F811
-    path = str(decoding_model_dirs["llama"])
-    pipe = pipeline("text-generation", path)
-    engine = model_engine(pipe.model)
-    assert engine is not None
-    streams = pipe(PROMPT, stream=True, max_new_tokens=200, do_sample=True, num_return_sequences=2,
-                   logit_bias={2: -100.0})  # fmt: skip
+    engine, streams = long_sampled_streams(decoding_model_dirs, n=2)
     pairs = streams.events()
     next(pairs)
     pairs.close()  # the reader stops early: the request is cancelled
