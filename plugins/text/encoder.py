@@ -68,11 +68,13 @@ class Layer(nn.Module):
         self.config = config
 
         def quantized(*parts: nn.Linear, act: str = "none") -> Linear:
-            if input_maxima is None:
-                return Linear.stacked(list(parts), act, kernel) if len(parts) > 1 else Linear(parts[0], act, kernel)
-            weight = torch.cat([p.weight for p in parts])  # the parts share their input
-            smooth = smoothing_factors(input_maxima[parts[0]], weight)
-            return Linear.stacked(list(parts), act, quantize="int8", smooth=smooth)
+            quantize, smooth = None, None
+            if input_maxima is not None:  # the parts share their input, so its maxima are the first part's
+                quantize = "int8"
+                smooth = smoothing_factors(input_maxima[parts[0]], torch.cat([p.weight for p in parts]))
+            if len(parts) > 1:
+                return Linear.stacked(list(parts), act, kernel, quantize, smooth)
+            return Linear(parts[0], act, kernel, quantize, smooth)
 
         self.qkv = quantized(attention.self.query, attention.self.key, attention.self.value)
         self.attn_out = quantized(attention.output.dense)

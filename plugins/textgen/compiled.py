@@ -95,23 +95,21 @@ class CompiledDecodeStep:
             raise ValueError(f"KV cache full: {cache.length} + 1 tokens > max_len {cache.max_len}")
         slot = torch.tensor([cache.length], device=ids.device)
         key = (ids.shape[0], cache.max_len)
-        started = time.perf_counter() if key not in self._compiled else None
-        if started is not None:
+        args = (ids, positions, valid, slot, cache.k_layers, cache.v_layers, cache.key_valid)
+        if key in self._compiled:
+            logits = self._step(*args)
+        else:
             log.warning(
                 "taskhub: compiling the decode step (batch %d, cache %d, mode %s); minutes on a first run, "
                 "seconds when inductor's disk cache has it",
                 *key,
                 self.mode,
             )
-        args = (ids, positions, valid, slot, cache.k_layers, cache.v_layers, cache.key_valid)
-        if started is None:
-            logits = self._step(*args)
-        else:
+            started = time.perf_counter()
             # every model, batch size and bucket is one more graph of the same code object: lift
             # dynamo's per-code recompile limit (8) that would otherwise fail a process's ninth graph
             with torch._dynamo.config.patch(recompile_limit=MAX_GRAPHS):
                 logits = self._step(*args)
-        if started is not None:
             self._compiled.add(key)
             log.warning("taskhub: decode step compiled in %.1f s", time.perf_counter() - started)
         cache.start, cache.length = cache.length, cache.length + 1

@@ -44,7 +44,7 @@ class GenerationJob:
         self.started = time.perf_counter()
         self.choices: list[Choice] = []
         self.prompt_tokens = 0
-        self.pending: list[Delta | Choice] = []
+        self.pending: list[Delta] = []  # echoed prompts, sent before the prompt's first generated delta
         self.stream: DeltaStream | None = None
         self.holding = False
         self.pipe: Pipeline | None = None
