@@ -20,6 +20,7 @@ import pytest
 import torch
 from fixtures_decoding import PAD, build_tokenizer
 from fixtures_serve import LiveServer, running_server
+from openai.types.chat import ChatCompletionChunk
 from prometheus_client.parser import text_string_to_metric_families
 from taskhub_textgen.api import EngineStats, model_engine
 from transformers import LlamaConfig, LlamaForCausalLM
@@ -264,14 +265,19 @@ def cli_server(model: str, grace_s: float) -> Iterator[tuple[subprocess.Popen, s
         assert "Traceback" not in output, output
 
 
+def greedy_stream(url: str, model: str, max_tokens: int) -> Iterator[ChatCompletionChunk]:
+    """The chunks of a streamed greedy chat reply of exactly max_tokens tokens (EOS banned) from the server at url."""
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=120)
+    stream = client.chat.completions.create(
+        model=model, messages=CHAT, max_tokens=max_tokens, temperature=0, stream=True, logit_bias={"2": -100}
+    )
+    return iter(stream)
+
+
 @pytest.mark.slow
 def test_sigterm_lets_an_inflight_stream_finish(long_llama: str) -> None:
     with cli_server(long_llama, grace_s=60) as (server, url):
-        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=120)
-        stream = client.chat.completions.create(
-            model=long_llama, messages=CHAT, max_tokens=40, temperature=0, stream=True, logit_bias={"2": -100}
-        )
-        chunks = iter(stream)
+        chunks = greedy_stream(url, long_llama, max_tokens=40)
         first = next(chunks)
         server.send_signal(signal.SIGTERM)
         rest = list(chunks)
@@ -285,11 +291,7 @@ def test_sigterm_lets_an_inflight_stream_finish(long_llama: str) -> None:
 @pytest.mark.slow
 def test_sigterm_cancels_a_stream_that_outlives_the_grace(long_llama: str) -> None:
     with cli_server(long_llama, grace_s=1) as (server, url):
-        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=120)
-        stream = client.chat.completions.create(
-            model=long_llama, messages=CHAT, max_tokens=4000, temperature=0, stream=True, logit_bias={"2": -100}
-        )
-        chunks = iter(stream)
+        chunks = greedy_stream(url, long_llama, max_tokens=4000)
         next(chunks)
         signalled = time.monotonic()
         server.send_signal(signal.SIGTERM)
