@@ -3,7 +3,8 @@
 Public API for plugins (docs/plugins.md). Which library multiplies fastest depends on the CPU and the
 shape: oneDNN with its bias / GELU / residual epilogue fused and its weights pre-packed won at encoder
 shapes on an Intel Xeon with AMX, plain oneDNN beat MKL's sgemv ~2.5x at decode shapes on an AMD EPYC
-but lost to it for bf16 on the Xeon. So nothing here is chosen by CPU name: the first layer of each
+but lost to it for bf16 on the Xeon, and at decode rows taskhub's own skinny kernel (taskhub.skinny) reads
+narrow weights 1.5-2x faster than either. So nothing here is chosen by CPU name: the first layer of each
 kind in a process times the candidates on its own shape and keeps the fastest.
 
 Importing this module imports torch; `import taskhub` does not import this module.
@@ -13,69 +14,40 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .cpu_info import CpuInfo, cpu_info
 from .errors import ModelNotAvailableError
 from .models import ModelSource
+from .skinny import SKINNY_MAX_ROWS, skinny_linear, skinny_linear_available
 
 __all__ = [
     "KERNELS",
     "QUANTIZE",
+    "ROW_BUCKETS",
     "CpuInfo",
+    "Int8LinearFn",
     "Linear",
     "LinearFn",
     "aten_linear",
     "cpu_info",
     "cpu_linear",
     "fused_linear_available",
+    "int8_linear",
     "linear_options",
     "onednn_linear",
     "smoothing_factors",
 ]
 
 LinearFn = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
-SMALL_M = 16  # cpu_linear: rows up to this many (decode steps, small batches) are timed apart from prefill
 PROBE_ROWS = 512  # Linear: rows of the random input its kernels are timed on (a batch of ~8-16 sentences)
 KERNELS = ("aten", "onednn", "onednn-packed")  # Linear(kernel=...): what may be forced instead of measured
 QUANTIZE = ("int8",)  # Linear(quantize=...): dynamic int8 (weights per output channel, activations per token)
 OUTLIER_ROW_ERROR = 0.03  # int8 Linear: output rows losing more than this share of their weights' norm run in fp32
 SMOOTH_ALPHA = 0.6  # smoothing_factors: how much of an input channel's range moves into the weights
-
-
-@dataclass(frozen=True)
-class CpuInfo:
-    """The CPU model and the matrix / vector extensions the kernels can use (Linux /proc/cpuinfo)."""
-
-    model: str
-    amx: bool  # AMX tiles for bf16 / int8 (Intel Sapphire Rapids and later)
-    avx512_bf16: bool  # AVX-512 BF16 dot products
-    vnni: bool  # AVX-512 or AVX VNNI int8 dot products
-
-    def line(self) -> str:
-        found = [name for name, ok in (("AMX", self.amx), ("AVX512-BF16", self.avx512_bf16), ("VNNI", self.vnni)) if ok]
-        return f"{self.model}; {', '.join(found) or 'no AMX / AVX512-BF16 / VNNI'}"
-
-
-def cpu_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> CpuInfo:
-    """What this CPU is and offers; "unknown" with no extensions where /proc/cpuinfo is missing."""
-    try:
-        text = cpuinfo.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return CpuInfo("unknown", False, False, False)
-    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-    fields = {key.strip(): value.strip() for key, value in fields.items()}
-    flags = set(fields.get("flags", "").split())
-    return CpuInfo(
-        model=fields.get("model name", "unknown"),
-        amx="amx_tile" in flags,
-        avx512_bf16="avx512_bf16" in flags,
-        vnni=bool(flags & {"avx512_vnni", "avx_vnni"}),
-    )
 
 
 def _onednn_op() -> torch._ops.OpOverloadPacket | None:
@@ -120,17 +92,32 @@ def onednn_linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> t
     return _ONEDNN(x, w, b, "none", [], "")
 
 
-_PLAIN: dict[tuple[torch.dtype, bool], LinearFn] = {}
+def skinny_plain_linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+    return skinny_linear(x, w, None, b)
 
 
-def _choose_plain(dtype: torch.dtype, small: bool) -> LinearFn:
-    """Times aten and oneDNN on 4 distinct 2048 x 2048 weights (bigger than L2 together) with 1 or 64 rows."""
-    if _ONEDNN is None:
+ROW_BUCKETS = (1, 8, SKINNY_MAX_ROWS, 64)  # cpu_linear: rows are timed at the first of these they do not exceed
+_PLAIN: dict[tuple[torch.dtype, int], LinearFn] = {}
+
+
+def row_bucket(rows: int) -> int:
+    """The probe row count standing for `rows` (1, 8, 16 for decode steps; 64 for anything larger)."""
+    return next((bucket for bucket in ROW_BUCKETS[:-1] if rows <= bucket), ROW_BUCKETS[-1])
+
+
+def _choose_plain(dtype: torch.dtype, rows: int) -> LinearFn:
+    """Times aten, oneDNN and (at decode rows) taskhub's skinny kernel on 4 distinct 2048 x 2048 weights
+    (bigger than L2 together) with `rows` rows."""
+    kernels: dict[str, LinearFn] = {"aten": aten_linear}
+    if _ONEDNN is not None:
+        kernels["onednn"] = onednn_linear
+    if rows <= SKINNY_MAX_ROWS and skinny_linear_available():
+        kernels["skinny"] = skinny_plain_linear
+    if len(kernels) == 1:
         return aten_linear
     gen = torch.Generator().manual_seed(0)
     weights = [torch.randn(2048, 2048, generator=gen).to(dtype) for _ in range(4)]
-    x = torch.randn(1 if small else 64, 2048, generator=gen).to(dtype)
-    kernels: dict[str, LinearFn] = {"aten": aten_linear, "onednn": onednn_linear}
+    x = torch.randn(rows, 2048, generator=gen).to(dtype)
 
     def sweep(fn: LinearFn) -> Callable[[], object]:
         return lambda: [fn(x, w, None) for w in weights]
@@ -139,11 +126,59 @@ def _choose_plain(dtype: torch.dtype, small: bool) -> LinearFn:
 
 
 def cpu_linear(dtype: torch.dtype, rows: int) -> LinearFn:
-    """The faster plain linear kernel for fp32/bf16 CPU inputs with `rows` rows, chosen once per process."""
-    key = (dtype, rows <= SMALL_M)
+    """The fastest plain linear kernel for fp32/bf16 CPU inputs with `rows` rows, chosen once per process and
+    row bucket. Under torch.compile (which cannot time kernels while tracing): the kernel chosen by an eager
+    call before, if that is the skinny kernel, else F.linear (inductor picks its own kernels)."""
+    key = (dtype, row_bucket(rows))
+    if torch.compiler.is_compiling():
+        return skinny_plain_linear if _PLAIN.get(key) is skinny_plain_linear else aten_linear
     if key not in _PLAIN:
         _PLAIN[key] = _choose_plain(*key)
     return _PLAIN[key]
+
+
+# ---- weight-only int8 linear (the decoder's `quantize: int8`): torch's int8 weight-pack GEMM or the skinny kernel
+
+Int8LinearFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def int8pack_linear(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    """x [rows, in] bf16 @ (codes [out, in] int8 * scales [out] bf16).T in bf16 (torch's int8 weight-pack kernel)."""
+    return torch.ops.aten._weight_int8pack_mm(x, codes, scales)
+
+
+def skinny_int8_linear(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    return skinny_linear(x, codes, scales, None)
+
+
+_INT8: dict[int, Int8LinearFn] = {}
+
+
+def _choose_int8(rows: int) -> Int8LinearFn:
+    """Times the int8 kernels on 4 distinct 2048 x 2048 int8 weights with `rows` bf16 rows."""
+    if rows > SKINNY_MAX_ROWS or not skinny_linear_available():
+        return int8pack_linear
+    gen = torch.Generator().manual_seed(0)
+    codes = [torch.randint(-127, 128, (2048, 2048), generator=gen, dtype=torch.int8) for _ in range(4)]
+    scales = torch.rand(2048, generator=gen).bfloat16()
+    x = torch.randn(rows, 2048, generator=gen).bfloat16()
+    kernels: dict[str, Int8LinearFn] = {"int8pack": int8pack_linear, "skinny": skinny_int8_linear}
+
+    def sweep(fn: Int8LinearFn) -> Callable[[], object]:
+        return lambda: [fn(x, c, scales) for c in codes]
+
+    return kernels[_fastest({name: sweep(fn) for name, fn in kernels.items()})]
+
+
+def int8_linear(rows: int) -> Int8LinearFn:
+    """The faster weight-only int8 kernel for `rows` bf16 rows, chosen once per process and row bucket
+    (under torch.compile: as `cpu_linear`)."""
+    key = row_bucket(rows)
+    if torch.compiler.is_compiling():
+        return skinny_int8_linear if _INT8.get(key) is skinny_int8_linear else int8pack_linear
+    if key not in _INT8:
+        _INT8[key] = _choose_int8(key)
+    return _INT8[key]
 
 
 # ---- fused linear (the encoders' layers): y = act(x @ W.T + b) (+ residual)

@@ -19,6 +19,7 @@ from taskhub.cpu_kernels import (
     fused_linear_available,
     linear_options,
     onednn_linear,
+    skinny_plain_linear,
     smoothing_factors,
 )
 from taskhub.errors import ModelNotAvailableError
@@ -28,13 +29,13 @@ ONEDNN = fused_linear_available(torch.device("cpu"), torch.float32)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("rows", [1, 40])
+@pytest.mark.parametrize("rows", [1, 3, 7, 40])
 def test_chosen_cpu_linear_kernel_computes_the_linear_layer(dtype: torch.dtype, rows: int) -> None:
     g = torch.Generator().manual_seed(3)
     x, w, b = (torch.randn(*shape, generator=g).to(dtype) for shape in ((2, rows, 96), (72, 96), (72,)))
     expected = (x.double() @ w.double().T + b.double()).float()  # the same (rounded) inputs, exact products
     fn = cpu_linear(dtype, 2 * rows)
-    assert fn in (aten_linear, onednn_linear)
+    assert fn in (aten_linear, onednn_linear, skinny_plain_linear)
     for kernel in (fn, aten_linear, onednn_linear):
         got = kernel(x, w, b).float()
         assert torch.allclose(got, expected, atol=1e-4, rtol=1e-5 if dtype == torch.float32 else 1e-2)

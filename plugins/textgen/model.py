@@ -64,13 +64,15 @@ class TransformerConfig:
 
 
 class Linear(nn.Linear):
-    """nn.Linear whose fp32/bf16 CPU matmuls run on the faster of MKL and oneDNN for this CPU (taskhub.cpu_kernels).
+    """nn.Linear whose fp32/bf16 CPU matmuls run on the fastest of MKL, oneDNN and taskhub's skinny kernel
+    for this CPU and row count (taskhub.cpu_kernels).
 
-    Under torch.compile it stays F.linear: inductor picks its own kernels.
+    Under torch.compile it stays F.linear (inductor picks its own kernels) unless the skinny kernel was
+    chosen for these rows before compiling.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.is_cpu and x.dtype in (torch.float32, torch.bfloat16) and not torch.compiler.is_compiling():
+        if x.is_cpu and x.dtype in (torch.float32, torch.bfloat16):
             return cpu_linear(x.dtype, x.numel() // x.shape[-1])(x, self.weight, self.bias)
         return F.linear(x, self.weight, self.bias)
 

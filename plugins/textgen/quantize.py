@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from taskhub.cpu_kernels import int8_linear
 from taskhub.errors import ParamError
 
 from .model import Linear, Transformer
@@ -14,7 +15,8 @@ INT4_GROUP = 32  # weights sharing one scale and zero point (llama.cpp's q4_0 bl
 
 
 class Int8Linear(nn.Module):
-    """y = x @ (int8 weight * per-row scale).T + bias, with x in bf16 (torch's int8 weight-pack kernel)."""
+    """y = x @ (int8 weight * per-row scale).T + bias, with x in bf16, on the faster of torch's int8
+    weight-pack kernel and taskhub's skinny kernel for this row count (taskhub.cpu_kernels.int8_linear)."""
 
     def __init__(self, linear: nn.Linear) -> None:
         super().__init__()
@@ -26,8 +28,8 @@ class Int8Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
-        y = torch.ops.aten._weight_int8pack_mm(x.reshape(-1, shape[-1]).to(torch.bfloat16), self.weight, self.scales)
-        y = y.view(*shape[:-1], -1)  # [..., out]
+        rows = x.reshape(-1, shape[-1]).to(torch.bfloat16)  # [tokens, in]
+        y = int8_linear(rows.shape[0])(rows, self.weight, self.scales).view(*shape[:-1], -1)  # [..., out]
         return y if self.bias is None else y + self.bias
 
 

@@ -1,0 +1,86 @@
+"""taskhub's own linear kernel for decode shapes (a few rows), built from `csrc/skinny_linear.cpp` at first use.
+
+At 1-16 rows a linear layer is bound by reading its weights; torch's bf16 GEMV, its int8 weight-only
+kernel and its 8-row fp32 GEMM reach a fraction of the read bandwidth (docs/performance.md, "Skinny
+linear kernels"). No library in this stack has such a kernel for x86 CPUs, so this one is ours: AVX-512,
+compiled once per machine by torch's extension builder (ninja + the system C++ compiler, ~20 s, cached in
+torch's extensions folder) and registered as `torch.ops.taskhub.skinny_linear`. Where it cannot be built
+(no AVX-512, no compiler) or `TASKHUB_SKINNY_KERNELS=0`, `skinny_linear_available()` is False and callers
+keep torch's kernels. Importing this module imports torch; `import taskhub` does not import it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+from .cpu_info import cpu_info
+
+__all__ = ["SKINNY_MAX_ROWS", "skinny_linear", "skinny_linear_available"]
+
+log = logging.getLogger("taskhub")
+SOURCE = Path(__file__).parent / "csrc" / "skinny_linear.cpp"
+SKINNY_MAX_ROWS = (
+    16  # rows beyond this are prefill-sized: torch's GEMMs win there (and the kernel re-reads W per 8 rows)
+)
+_FLAGS = ["-O3", "-march=native", "-fopenmp"]  # OpenMP: at::parallel_for shares torch's thread pool (same libgomp)
+_state: dict[str, bool] = {}
+
+
+def _build() -> bool:
+    """Compile and load the kernel; False (with the reason logged once) where this machine cannot."""
+    if os.environ.get("TASKHUB_SKINNY_KERNELS", "1") == "0":
+        return False
+    info = cpu_info()
+    if not info.avx512:
+        log.info("taskhub's skinny linear kernel needs AVX-512 (%s); using torch's kernels", info.model)
+        return False
+    # -march=native code must not be reused on another kind of CPU: the CPU's flags are part of the name
+    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join([*_FLAGS, info.flags]).encode()).hexdigest()[:12]
+    try:
+        from torch.utils import cpp_extension
+
+        log.info("Building taskhub's skinny linear kernel (once per machine, ~20 s)")
+        cpp_extension.load(
+            name=f"taskhub_skinny_{digest}",
+            sources=[str(SOURCE)],
+            extra_cflags=_FLAGS,
+            extra_ldflags=["-fopenmp"],
+            is_python_module=False,
+        )
+    except Exception as exc:  # no compiler, no ninja, a failed build: torch's kernels still work
+        log.warning("taskhub's skinny linear kernel could not be built (%s); using torch's kernels", exc)
+        return False
+    return True
+
+
+def skinny_linear_available() -> bool:
+    """Whether `skinny_linear` runs here (builds the kernel on the first call)."""
+    if "built" not in _state:
+        _state["built"] = _build()
+        if _state["built"]:
+            _register_fake()
+    return _state["built"]
+
+
+def skinny_linear(
+    x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor | None = None, bias: torch.Tensor | None = None
+) -> torch.Tensor:
+    """x [..., in] (fp32 / bf16) @ (weight [out, in] (fp32 / bf16 / int8) * scales [out]).T + bias, in x's dtype.
+
+    Fastest at up to 8 rows; more rows run in passes of 8. Call `skinny_linear_available()` first."""
+    return torch.ops.taskhub.skinny_linear(x, weight, scales, bias)
+
+
+def _register_fake() -> None:
+    """Shapes for torch.compile: the op is opaque to inductor and called as is."""
+
+    @torch.library.register_fake("taskhub::skinny_linear")
+    def _(
+        x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor | None, bias: torch.Tensor | None
+    ) -> torch.Tensor:
+        return x.new_empty((*x.shape[:-1], weight.shape[0]))
