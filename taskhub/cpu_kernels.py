@@ -3,9 +3,9 @@
 Public API for plugins (docs/plugins.md). Which library multiplies fastest depends on the CPU and the
 shape: oneDNN with its bias / GELU / residual epilogue fused and its weights pre-packed won at encoder
 shapes on an Intel Xeon with AMX, plain oneDNN beat MKL's sgemv ~2.5x at decode shapes on an AMD EPYC
-but lost to it for bf16 on the Xeon, and at decode rows taskhub's own skinny kernel (taskhub.skinny) reads
-narrow weights 1.5-2x faster than either. So nothing here is chosen by CPU name: the first layer of each
-kind in a process times the candidates on its own shape and keeps the fastest.
+but lost to it for bf16 on the Xeon. So nothing here is chosen by CPU name: the first layer of each
+kind in a process times the candidates on its own shape and keeps the fastest. At decode rows taskhub's
+own skinny kernel (taskhub.skinny) runs where it can: see `cpu_linear` for why that one is a table.
 
 Importing this module imports torch; `import taskhub` does not import this module.
 """
@@ -22,12 +22,11 @@ from torch import nn
 from .cpu_info import CpuInfo, cpu_info
 from .errors import ModelNotAvailableError
 from .models import ModelSource
-from .skinny import SKINNY_MAX_ROWS, skinny_linear, skinny_linear_available
+from .skinny import SKINNY_INT8_MAX_ROWS, SKINNY_MAX_ROWS, skinny_linear, skinny_linear_available
 
 __all__ = [
     "KERNELS",
     "QUANTIZE",
-    "ROW_BUCKETS",
     "CpuInfo",
     "Int8LinearFn",
     "Linear",
@@ -43,6 +42,7 @@ __all__ = [
 ]
 
 LinearFn = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
+SMALL_M = 16  # cpu_linear: rows up to this many (decode steps, small batches) are timed apart from prefill
 PROBE_ROWS = 512  # Linear: rows of the random input its kernels are timed on (a batch of ~8-16 sentences)
 KERNELS = ("aten", "onednn", "onednn-packed")  # Linear(kernel=...): what may be forced instead of measured
 QUANTIZE = ("int8",)  # Linear(quantize=...): dynamic int8 (weights per output channel, activations per token)
@@ -96,28 +96,17 @@ def skinny_plain_linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None
     return skinny_linear(x, w, None, b)
 
 
-ROW_BUCKETS = (1, 8, SKINNY_MAX_ROWS, 64)  # cpu_linear: rows are timed at the first of these they do not exceed
-_PLAIN: dict[tuple[torch.dtype, int], LinearFn] = {}
+_PLAIN: dict[tuple[torch.dtype, bool], LinearFn] = {}
 
 
-def row_bucket(rows: int) -> int:
-    """The probe row count standing for `rows` (1, 8, 16 for decode steps; 64 for anything larger)."""
-    return next((bucket for bucket in ROW_BUCKETS[:-1] if rows <= bucket), ROW_BUCKETS[-1])
-
-
-def _choose_plain(dtype: torch.dtype, rows: int) -> LinearFn:
-    """Times aten, oneDNN and (at decode rows) taskhub's skinny kernel on 4 distinct 2048 x 2048 weights
-    (bigger than L2 together) with `rows` rows."""
-    kernels: dict[str, LinearFn] = {"aten": aten_linear}
-    if _ONEDNN is not None:
-        kernels["onednn"] = onednn_linear
-    if rows <= SKINNY_MAX_ROWS and skinny_linear_available():
-        kernels["skinny"] = skinny_plain_linear
-    if len(kernels) == 1:
+def _choose_plain(dtype: torch.dtype, small: bool) -> LinearFn:
+    """Times aten and oneDNN on 4 distinct 2048 x 2048 weights (bigger than L2 together) with 1 or 64 rows."""
+    if _ONEDNN is None:
         return aten_linear
     gen = torch.Generator().manual_seed(0)
     weights = [torch.randn(2048, 2048, generator=gen).to(dtype) for _ in range(4)]
-    x = torch.randn(rows, 2048, generator=gen).to(dtype)
+    x = torch.randn(1 if small else 64, 2048, generator=gen).to(dtype)
+    kernels: dict[str, LinearFn] = {"aten": aten_linear, "onednn": onednn_linear}
 
     def sweep(fn: LinearFn) -> Callable[[], object]:
         return lambda: [fn(x, w, None) for w in weights]
@@ -126,18 +115,25 @@ def _choose_plain(dtype: torch.dtype, rows: int) -> LinearFn:
 
 
 def cpu_linear(dtype: torch.dtype, rows: int) -> LinearFn:
-    """The fastest plain linear kernel for fp32/bf16 CPU inputs with `rows` rows, chosen once per process and
-    row bucket. Under torch.compile (which cannot time kernels while tracing): the kernel chosen by an eager
-    call before, if that is the skinny kernel, else F.linear (inductor picks its own kernels)."""
-    key = (dtype, row_bucket(rows))
+    """The linear kernel for fp32/bf16 CPU inputs with `rows` rows.
+
+    Up to SKINNY_MAX_ROWS rows: taskhub's skinny kernel where it runs. That is a table, not a probe: a decode
+    step streams a whole model's weights, which no cache holds, and there the skinny kernel measured 1.0-2x
+    torch's kernels (docs/performance.md, "Skinny linear kernels"); a probe small enough to run at load
+    time sits in the cache, where oneDNN's bf16 AMX kernel wins instead. More rows: the faster of aten and
+    oneDNN, timed once per process for up to SMALL_M rows and for more. Under torch.compile (which cannot
+    time kernels while tracing) those are F.linear: inductor picks its own kernels."""
+    if rows <= SKINNY_MAX_ROWS and skinny_linear_available():
+        return skinny_plain_linear
     if torch.compiler.is_compiling():
-        return skinny_plain_linear if _PLAIN.get(key) is skinny_plain_linear else aten_linear
+        return aten_linear
+    key = (dtype, rows <= SMALL_M)
     if key not in _PLAIN:
         _PLAIN[key] = _choose_plain(*key)
     return _PLAIN[key]
 
 
-# ---- weight-only int8 linear (the decoder's `quantize: int8`): torch's int8 weight-pack GEMM or the skinny kernel
+# ---- weight-only int8 linear (the decoder's `quantize: int8`): the skinny kernel or torch's int8 weight-pack GEMM
 
 Int8LinearFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -151,34 +147,10 @@ def skinny_int8_linear(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tenso
     return skinny_linear(x, codes, scales, None)
 
 
-_INT8: dict[int, Int8LinearFn] = {}
-
-
-def _choose_int8(rows: int) -> Int8LinearFn:
-    """Times the int8 kernels on 4 distinct 2048 x 2048 int8 weights with `rows` bf16 rows."""
-    if rows > SKINNY_MAX_ROWS or not skinny_linear_available():
-        return int8pack_linear
-    gen = torch.Generator().manual_seed(0)
-    codes = [torch.randint(-127, 128, (2048, 2048), generator=gen, dtype=torch.int8) for _ in range(4)]
-    scales = torch.rand(2048, generator=gen).bfloat16()
-    x = torch.randn(rows, 2048, generator=gen).bfloat16()
-    kernels: dict[str, Int8LinearFn] = {"int8pack": int8pack_linear, "skinny": skinny_int8_linear}
-
-    def sweep(fn: Int8LinearFn) -> Callable[[], object]:
-        return lambda: [fn(x, c, scales) for c in codes]
-
-    return kernels[_fastest({name: sweep(fn) for name, fn in kernels.items()})]
-
-
 def int8_linear(rows: int) -> Int8LinearFn:
-    """The faster weight-only int8 kernel for `rows` bf16 rows, chosen once per process and row bucket
-    (under torch.compile: as `cpu_linear`)."""
-    key = row_bucket(rows)
-    if torch.compiler.is_compiling():
-        return skinny_int8_linear if _INT8.get(key) is skinny_int8_linear else int8pack_linear
-    if key not in _INT8:
-        _INT8[key] = _choose_int8(key)
-    return _INT8[key]
+    """The weight-only int8 kernel for `rows` bf16 rows: the skinny kernel up to SKINNY_INT8_MAX_ROWS rows where
+    it runs (1.6x torch's int8 weight-pack kernel at 1 row and 16 rows on a real model's weights), else torch's."""
+    return skinny_int8_linear if rows <= SKINNY_INT8_MAX_ROWS and skinny_linear_available() else int8pack_linear
 
 
 # ---- fused linear (the encoders' layers): y = act(x @ W.T + b) (+ residual)

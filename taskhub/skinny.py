@@ -1,6 +1,6 @@
 """taskhub's own linear kernel for decode shapes (a few rows), built from `csrc/skinny_linear.cpp` at first use.
 
-At 1-16 rows a linear layer is bound by reading its weights; torch's bf16 GEMV, its int8 weight-only
+At 1-32 rows a linear layer is bound by reading its weights; torch's bf16 GEMV, its int8 weight-only
 kernel and its 8-row fp32 GEMM reach a fraction of the read bandwidth (docs/performance.md, "Skinny
 linear kernels"). No library in this stack has such a kernel for x86 CPUs, so this one is ours: AVX-512,
 compiled once per machine by torch's extension builder (ninja + the system C++ compiler, ~20 s, cached in
@@ -20,13 +20,12 @@ import torch
 
 from .cpu_info import cpu_info
 
-__all__ = ["SKINNY_MAX_ROWS", "skinny_linear", "skinny_linear_available"]
+__all__ = ["SKINNY_INT8_MAX_ROWS", "SKINNY_MAX_ROWS", "skinny_linear", "skinny_linear_available"]
 
 log = logging.getLogger("taskhub")
 SOURCE = Path(__file__).parent / "csrc" / "skinny_linear.cpp"
-SKINNY_MAX_ROWS = (
-    16  # rows beyond this are prefill-sized: torch's GEMMs win there (and the kernel re-reads W per 8 rows)
-)
+SKINNY_MAX_ROWS = 8  # fp32 / bf16 weights: at 16 rows torch's GEMMs tie (fp32) or win (bf16 on AMX)
+SKINNY_INT8_MAX_ROWS = 32  # int8 weights: still 1.6x torch's int8 weight-pack kernel at 32 rows
 _FLAGS = ["-O3", "-march=native", "-fopenmp"]  # OpenMP: at::parallel_for shares torch's thread pool (same libgomp)
 _state: dict[str, bool] = {}
 

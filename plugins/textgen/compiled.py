@@ -8,12 +8,11 @@ from typing import Any
 
 import torch
 
-from taskhub.cpu_kernels import cpu_linear, int8_linear
 from taskhub.errors import ParamError
+from taskhub.skinny import skinny_linear_available
 
 from .kv_cache import AttendFn, KVCache
-from .model import Linear, Transformer
-from .quantize import Int8Linear
+from .model import Transformer
 
 log = logging.getLogger("taskhub.textgen")
 
@@ -49,15 +48,6 @@ class SlotCache:
         k_all.index_copy_(2, self.slot, k)
         v_all.index_copy_(2, self.slot, v)
         return attend_fn(q, k_all, v_all, mask)
-
-
-def choose_linear_kernels(model: Transformer, rows: int) -> None:
-    """Let the model's linear layers choose their kernels for `rows` rows now, eagerly: tracing cannot time them."""
-    for module in model.modules():
-        if isinstance(module, Linear) and module.weight.is_cpu:
-            cpu_linear(module.weight.dtype, rows)
-        elif isinstance(module, Int8Linear):
-            int8_linear(rows)
 
 
 def padded_cache_length(length: int) -> int:
@@ -117,7 +107,7 @@ class CompiledDecodeStep:
                 self.mode,
             )
             started = time.perf_counter()
-            choose_linear_kernels(self.model, rows=ids.shape[0])
+            skinny_linear_available()  # built now, eagerly: tracing cannot build it
             # every model, batch size and bucket is one more graph of the same code object: lift
             # dynamo's per-code recompile limit (8) that would otherwise fail a process's ninth graph
             with torch._dynamo.config.patch(recompile_limit=MAX_GRAPHS):

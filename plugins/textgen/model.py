@@ -64,12 +64,8 @@ class TransformerConfig:
 
 
 class Linear(nn.Linear):
-    """nn.Linear whose fp32/bf16 CPU matmuls run on the fastest of MKL, oneDNN and taskhub's skinny kernel
-    for this CPU and row count (taskhub.cpu_kernels).
-
-    Under torch.compile it stays F.linear (inductor picks its own kernels) unless the skinny kernel was
-    chosen for these rows before compiling.
-    """
+    """nn.Linear whose fp32/bf16 CPU matmuls run on taskhub's skinny kernel at decode rows, else on the faster
+    of MKL and oneDNN for this CPU (taskhub.cpu_kernels.cpu_linear; under torch.compile: F.linear there)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.is_cpu and x.dtype in (torch.float32, torch.bfloat16):
