@@ -55,33 +55,45 @@ struct Int8Weights {
 // sums[m * NB + j] = dot(x[m], w[j]) for M rows of x and NB consecutive weight rows, over K
 template <class W, int M, int NB>
 inline void dot_block(const float* x, const typename W::T* w, int64_t K, float* sums) {
+  // the unrolled loops keep the M x NB accumulators in registers (rolled, GCC kept them on the stack)
   constexpr int L = W::LINE, U = L / 16;
   __m512 acc[M][NB];
+  #pragma GCC unroll 8
   for (int m = 0; m < M; ++m)
+    #pragma GCC unroll 8
     for (int j = 0; j < NB; ++j) acc[m][j] = _mm512_setzero_ps();
   int64_t k = 0;
   for (; k + L <= K; k += L) {
     __m512 wv[NB][U];
+    #pragma GCC unroll 8
     for (int j = 0; j < NB; ++j) {
       _mm_prefetch(reinterpret_cast<const char*>(w + j * K + k) + PREFETCH_BYTES, _MM_HINT_T0);
       W::line(w + j * K + k, wv[j]);
     }
+    #pragma GCC unroll 8
     for (int m = 0; m < M; ++m)
+      #pragma GCC unroll 8
       for (int u = 0; u < U; ++u) {
         __m512 xv = _mm512_loadu_ps(x + m * K + k + 16 * u);
+        #pragma GCC unroll 8
         for (int j = 0; j < NB; ++j) acc[m][j] = _mm512_fmadd_ps(wv[j][u], xv, acc[m][j]);
       }
   }
   for (; k < K; k += 16) {
     __mmask16 mask = K - k >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << (K - k)) - 1);
     __m512 wv[NB];
+    #pragma GCC unroll 8
     for (int j = 0; j < NB; ++j) wv[j] = W::part(w + j * K + k, mask);
+    #pragma GCC unroll 8
     for (int m = 0; m < M; ++m) {
       __m512 xv = _mm512_maskz_loadu_ps(mask, x + m * K + k);
+      #pragma GCC unroll 8
       for (int j = 0; j < NB; ++j) acc[m][j] = _mm512_fmadd_ps(wv[j], xv, acc[m][j]);
     }
   }
+  #pragma GCC unroll 8
   for (int m = 0; m < M; ++m)
+    #pragma GCC unroll 8
     for (int j = 0; j < NB; ++j) sums[m * NB + j] = _mm512_reduce_add_ps(acc[m][j]);
 }
 
