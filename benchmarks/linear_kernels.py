@@ -5,7 +5,7 @@ candidates run interleaved layer by layer, and each call's time is the minimum o
 sweeps; a candidate's step time is the sum over layers. Printed: ms per step, GB/s of weight
 bytes, and that as a fraction of the read bandwidth (best sum of a 256 MiB tensor).
 
-    python benchmarks/linear_kernels.py [--rows 1] [--sweeps 5] [--only "bf16 onednn" ...]
+    python benchmarks/linear_kernels.py [--rows 1] [--sweeps 5] [--only "bf16 onednn" ...] [--alone]
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+
+from taskhub.skinny import skinny_linear, skinny_linear_available
 
 LAYER = [(960, 576), (576, 576), (3072, 576), (576, 1536)]  # (out, in) of qkv, o, gate+up, down
 SHAPES = LAYER * 30 + [(49152, 576)]  # 30 layers and the output head
@@ -58,6 +60,13 @@ def candidate(name: str, w: torch.Tensor, rows: int) -> Callable[[], torch.Tenso
         scale = w.abs().amax(1) / 127
         q, s = torch.round(w / scale[:, None]).to(torch.int8), scale.bfloat16()
         return lambda: torch.ops.aten._weight_int8pack_mm(xb, q, s)
+    if name.endswith(" skinny"):  # taskhub's own kernel (taskhub.skinny), same weights in each format
+        if name == "int8 skinny":
+            scale = w.abs().amax(1) / 127
+            codes = torch.round(w / scale[:, None]).to(torch.int8)
+            return lambda: skinny_linear(xb, codes, scale, None)
+        wd, xd = (w, x) if name == "fp32 skinny" else (w.bfloat16(), xb)
+        return lambda: skinny_linear(xd, wd, None, None)
     if name == "int4 int4pack_mm":
         packed, scales_and_zeros = int4_packed(w)
         return lambda: torch.ops.aten._weight_int4pack_mm_for_cpu(xb, packed, 32, scales_and_zeros)
@@ -73,6 +82,9 @@ NAMES = [
     "bf16 onednn packed",
     "int8 int8pack_mm",
     "int4 int4pack_mm",
+    "fp32 skinny",
+    "bf16 skinny",
+    "int8 skinny",
 ]
 
 
@@ -81,7 +93,17 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1, help="M: tokens per matmul (1 = batch-1 decoding)")
     parser.add_argument("--sweeps", type=int, default=5)
     parser.add_argument("--only", nargs="+", choices=NAMES, default=NAMES)
+    parser.add_argument(
+        "--alone",
+        action="store_true",
+        help="time each candidate's sweeps back to back (its own weights stream, as in a decode step) "
+        "instead of interleaving the candidates layer by layer",
+    )
     args = parser.parse_args()
+    if not skinny_linear_available():
+        names = [name for name in args.only if not name.endswith(" skinny")]
+        print(f"(taskhub's skinny kernel does not run here: skipping {', '.join(set(args.only) - set(names))})")
+        args.only = names
     torch.manual_seed(0)
     calls: dict[str, list[Callable[[], torch.Tensor]]] = {n: [] for n in args.only}
     for out_features, in_features in SHAPES:
@@ -91,17 +113,22 @@ def main() -> None:
     probe = torch.randn(256 * 2**20 // 4)
     best = {n: [float("inf")] * len(SHAPES) for n in args.only}
     bandwidth = 0.0
-    for _ in range(args.sweeps):
-        start = time.perf_counter()
-        probe.sum()
-        bandwidth = max(bandwidth, probe.nbytes / (time.perf_counter() - start))
-        for layer in range(len(SHAPES)):
-            for name in args.only:
-                start = time.perf_counter()
-                calls[name][layer]()
-                best[name][layer] = min(best[name][layer], time.perf_counter() - start)
+    groups = [[name] for name in args.only] if args.alone else [args.only]
+    for group in groups:
+        for _ in range(args.sweeps):
+            start = time.perf_counter()
+            probe.sum()
+            bandwidth = max(bandwidth, probe.nbytes / (time.perf_counter() - start))
+            for layer in range(len(SHAPES)):
+                for name in group:
+                    start = time.perf_counter()
+                    calls[name][layer]()
+                    best[name][layer] = min(best[name][layer], time.perf_counter() - start)
     load = " ".join(f"{x:.1f}" for x in os.getloadavg())
-    print(f"rows {args.rows}, {args.sweeps} sweeps, read bandwidth {bandwidth / 1e9:.1f} GB/s, load average {load}")
+    order = "each alone" if args.alone else "interleaved"
+    print(
+        f"rows {args.rows}, {args.sweeps} sweeps ({order}), read bandwidth {bandwidth / 1e9:.1f} GB/s, load average {load}"
+    )
     params = sum(o * i for o, i in SHAPES)
     for name in args.only:
         seconds = sum(best[name])
