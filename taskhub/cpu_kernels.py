@@ -147,10 +147,20 @@ def skinny_int8_linear(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tenso
     return skinny_linear(x, codes, scales, None)
 
 
+def dequantized_int8_linear(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    """int8pack_linear for prefill rows: the weight dequantized to bf16 for this call (each weight rounded to
+    bf16, as a bf16 model's are) and torch's bf16 GEMM (AMX / AVX512-BF16)."""
+    return F.linear(x, codes.to(x.dtype) * scales[:, None].to(x.dtype))
+
+
 def int8_linear(rows: int) -> Int8LinearFn:
-    """The weight-only int8 kernel for `rows` bf16 rows: the skinny kernel up to SKINNY_INT8_MAX_ROWS rows where
-    it runs (1.6x torch's int8 weight-pack kernel at 1 row and 16 rows on a real model's weights), else torch's."""
-    return skinny_int8_linear if rows <= SKINNY_INT8_MAX_ROWS and skinny_linear_available() else int8pack_linear
+    """The weight-only int8 kernel for `rows` bf16 rows, by a table measured on SmolLM2's weights
+    (docs/performance.md, "Round 5"): the skinny kernel up to SKINNY_INT8_MAX_ROWS rows where it runs (1.6x
+    torch's int8 weight-pack kernel at 1 to 32 rows), torch's kernel there otherwise; more rows (a prompt)
+    dequantize to bf16 (4.8x torch's int8 kernel at 256 rows, equal to the skinny kernel at 64)."""
+    if rows > SKINNY_INT8_MAX_ROWS:
+        return dequantized_int8_linear
+    return skinny_int8_linear if skinny_linear_available() else int8pack_linear
 
 
 # ---- fused linear (the encoders' layers): y = act(x @ W.T + b) (+ residual)

@@ -17,6 +17,8 @@ from taskhub.cpu_kernels import (
     cpu_info,
     cpu_linear,
     fused_linear_available,
+    int8_linear,
+    int8pack_linear,
     linear_options,
     onednn_linear,
     skinny_plain_linear,
@@ -39,6 +41,19 @@ def test_chosen_cpu_linear_kernel_computes_the_linear_layer(dtype: torch.dtype, 
     for kernel in (fn, aten_linear, onednn_linear):
         got = kernel(x, w, b).float()
         assert torch.allclose(got, expected, atol=1e-4, rtol=1e-5 if dtype == torch.float32 else 1e-2)
+
+
+@pytest.mark.parametrize("rows", [1, 20, 40])  # decode step, small batch, prompt
+def test_chosen_int8_kernel_computes_the_weight_only_int8_layer(rows: int) -> None:
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(rows, 96, generator=g).bfloat16()
+    codes = torch.randint(-127, 128, (72, 96), generator=g, dtype=torch.int8)
+    scales = (torch.rand(72, generator=g) / 50).bfloat16()
+    expected = x.double() @ (codes.double() * scales.double()[:, None]).T  # the same (rounded) inputs, exact
+    for kernel in (int8_linear(rows), int8pack_linear):
+        got = kernel(x, codes, scales)
+        assert got.dtype == torch.bfloat16 and got.shape == (rows, 72)
+        assert (got.double() - expected).norm() / expected.norm() < 4e-3  # bf16 rounding: 2^-9 = 2e-3
 
 
 def _layer_and_inputs(dtype: torch.dtype) -> tuple[nn.Linear, torch.Tensor, torch.Tensor]:
