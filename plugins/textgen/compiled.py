@@ -67,7 +67,7 @@ class CompiledDecodeStep:
     `mode="default"` fuses the small ops (norms, RoPE, residual adds, SiLU x mul, cache writes)
     and freezes the weights (constants inductor may pre-pack for oneDNN/AMX); "max-autotune"
     also times inductor's C++ GEMM templates against aten for every linear layer (slow to compile).
-    The graph's wrapper is C++ (`cpp_wrapper`): the Python wrapper cost ~5 ms per token on SmolLM2's 30
+    The graph's wrapper is C++ (`cpp_wrapper`): the Python wrapper cost ~3 ms per token on SmolLM2's 30
     layers (about 150 kernel calls and their size checks); it makes the first compile ~4x longer.
     A new batch size or cache bucket compiles a new graph; inductor keeps compiled code on disk,
     so a later process compiles faster.

@@ -15,8 +15,8 @@ INT4_GROUP = 32  # weights sharing one scale and zero point (llama.cpp's q4_0 bl
 
 
 class Int8Linear(nn.Module):
-    """y = x @ (int8 weight * per-row scale).T + bias, with x in bf16, on the faster of torch's int8
-    weight-pack kernel and taskhub's skinny kernel for this row count (taskhub.cpu_kernels.int8_linear)."""
+    """y = x @ (int8 weight * per-row scale).T + bias, with x in bf16, on the kernel taskhub.cpu_kernels.int8_linear
+    takes for this row count (taskhub's skinny kernel at decode rows, a bf16 GEMM on dequantized weights for prompts)."""
 
     def __init__(self, linear: nn.Linear) -> None:
         super().__init__()
