@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -40,9 +41,14 @@ def _build() -> bool:
         return False
     # -march=native code must not be reused on another kind of CPU: the CPU's flags are part of the name
     digest = hashlib.sha256(SOURCE.read_bytes() + " ".join([*_FLAGS, info.flags]).encode()).hexdigest()[:12]
+    path = os.environ.get("PATH")
     try:
         from torch.utils import cpp_extension
 
+        if shutil.which("ninja") is None:  # a venv used without activating it has ninja in its bin folder only
+            import ninja
+
+            os.environ["PATH"] = os.pathsep.join([ninja.BIN_DIR, path or ""])
         log.info("Building taskhub's skinny linear kernel (once per machine, ~20 s)")
         cpp_extension.load(
             name=f"taskhub_skinny_{digest}",
@@ -54,6 +60,9 @@ def _build() -> bool:
     except Exception as exc:  # no compiler, no ninja, a failed build: torch's kernels still work
         log.warning("taskhub's skinny linear kernel could not be built (%s); using torch's kernels", exc)
         return False
+    finally:
+        if path is not None:
+            os.environ["PATH"] = path
     return True
 
 
