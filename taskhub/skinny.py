@@ -15,6 +15,7 @@ import hashlib
 import logging
 import os
 import shutil
+import threading
 from pathlib import Path
 
 import torch
@@ -29,6 +30,7 @@ SKINNY_MAX_ROWS = 8  # fp32 / bf16 weights: at 16 rows torch's GEMMs tie (fp32) 
 SKINNY_INT8_MAX_ROWS = 32  # int8 weights: still 1.6x torch's int8 weight-pack kernel at 32 rows
 _FLAGS = ["-O3", "-march=native", "-fopenmp"]  # OpenMP: at::parallel_for shares torch's thread pool (same libgomp)
 _state: dict[str, bool] = {}
+_build_lock = threading.Lock()
 
 
 def _build() -> bool:
@@ -69,9 +71,12 @@ def _build() -> bool:
 def skinny_linear_available() -> bool:
     """Whether `skinny_linear` runs here (builds the kernel on the first call)."""
     if "built" not in _state:
-        _state["built"] = _build()
-        if _state["built"]:
-            _register_fake()
+        with _build_lock:  # threads of a shared pipeline may all decode their first token at once
+            if "built" not in _state:
+                built = _build()
+                if built:
+                    _register_fake()
+                _state["built"] = built
     return _state["built"]
 
 
