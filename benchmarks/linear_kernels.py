@@ -36,6 +36,12 @@ def int4_packed(w: torch.Tensor, group: int = 32) -> tuple[torch.Tensor, torch.T
     return packed, torch.stack([scale, low + 8 * scale], -1).transpose(0, 1).contiguous().bfloat16()
 
 
+def int8_weights(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int8 codes per output row and their bf16 scales (the decoder's `quantize: int8` layout)."""
+    scale = w.abs().amax(1) / 127
+    return torch.round(w / scale[:, None]).to(torch.int8), scale.bfloat16()
+
+
 def candidate(name: str, w: torch.Tensor, rows: int) -> Callable[[], torch.Tensor]:
     """A no-argument call of kernel `name` on (its own copy of) weight w [out, in]."""
     x = torch.randn(rows, w.shape[1])
@@ -57,14 +63,12 @@ def candidate(name: str, w: torch.Tensor, rows: int) -> Callable[[], torch.Tenso
         packed = torch.ops.mkldnn._reorder_linear_weight(w.bfloat16(), rows)
         return lambda: ONEDNN(xb, packed, None, "none", [], "")
     if name == "int8 int8pack_mm":
-        scale = w.abs().amax(1) / 127
-        q, s = torch.round(w / scale[:, None]).to(torch.int8), scale.bfloat16()
-        return lambda: torch.ops.aten._weight_int8pack_mm(xb, q, s)
+        codes, scales = int8_weights(w)
+        return lambda: torch.ops.aten._weight_int8pack_mm(xb, codes, scales)
     if name.endswith(" skinny"):  # taskhub's own kernel (taskhub.skinny), same weights in each format
         if name == "int8 skinny":
-            scale = w.abs().amax(1) / 127
-            codes = torch.round(w / scale[:, None]).to(torch.int8)
-            return lambda: skinny_linear(xb, codes, scale, None)
+            codes, scales = int8_weights(w)
+            return lambda: skinny_linear(xb, codes, scales, None)
         wd, xd = (w, x) if name == "fp32 skinny" else (w.bfloat16(), xb)
         return lambda: skinny_linear(xd, wd, None, None)
     if name == "int4 int4pack_mm":

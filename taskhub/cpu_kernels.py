@@ -119,8 +119,8 @@ def cpu_linear(dtype: torch.dtype, rows: int) -> LinearFn:
 
     Up to SKINNY_MAX_ROWS rows: taskhub's skinny kernel where it runs. That is a table, not a probe: a decode
     step streams a whole model's weights, which no cache holds, and there the skinny kernel measured 1.0-2x
-    torch's kernels (docs/performance.md, "Skinny linear kernels"); a probe small enough to run at load
-    time sits in the cache, where oneDNN's bf16 AMX kernel wins instead. More rows: the faster of aten and
+    torch's kernels (docs/performance.md, "Round 5: taskhub's skinny linear kernel"); a probe small enough
+    to run at load time sits in the cache, where oneDNN's bf16 AMX kernel wins instead. More rows: the faster of aten and
     oneDNN, timed once per process for up to SMALL_M rows and for more. Under torch.compile (which cannot
     time kernels while tracing) those are F.linear: inductor picks its own kernels."""
     if rows <= SKINNY_MAX_ROWS and skinny_linear_available():

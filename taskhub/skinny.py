@@ -1,12 +1,12 @@
 """taskhub's own linear kernel for decode shapes (a few rows), built from `csrc/skinny_linear.cpp` at first use.
 
 At 1-32 rows a linear layer is bound by reading its weights; torch's bf16 GEMV, its int8 weight-only
-kernel and its 8-row fp32 GEMM reach a fraction of the read bandwidth (docs/performance.md, "Skinny
-linear kernels"). No library in this stack has such a kernel for x86 CPUs, so this one is ours: AVX-512,
-compiled once per machine by torch's extension builder (ninja + the system C++ compiler, ~20 s, cached in
-torch's extensions folder) and registered as `torch.ops.taskhub.skinny_linear`. Where it cannot be built
-(no AVX-512, no compiler) or `TASKHUB_SKINNY_KERNELS=0`, `skinny_linear_available()` is False and callers
-keep torch's kernels. Importing this module imports torch; `import taskhub` does not import it.
+kernel and its 8-row fp32 GEMM reach a fraction of the read bandwidth (docs/performance.md, "Round 5:
+taskhub's skinny linear kernel"). No library in this stack has such a kernel for x86 CPUs, so this one is
+ours: AVX-512, compiled once per machine by torch's extension builder (ninja + the system C++ compiler,
+~20 s, cached in torch's extensions folder) and registered as `torch.ops.taskhub.skinny_linear`. Where it
+cannot be built (no AVX-512, no compiler) or `TASKHUB_SKINNY_KERNELS=0`, `skinny_linear_available()` is
+False and callers keep torch's kernels. Importing this module imports torch; `import taskhub` does not import it.
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@
 // Why: at M = 1..16 a linear layer reads every weight once and does almost no arithmetic, so it can run
 // at the memory's read bandwidth. torch's kernels do not for narrow weights (bf16 GEMV, int8 weight-only
 // pack_mm) and re-pack the weight on every call at M = 8, so they reach a fraction of it
-// (docs/performance.md, "Skinny linear kernels"). Here each weight cache line is read once per pass of up
-// to 8 rows, widened to fp32 in registers and multiplied into every row (fp32 accumulation, like
+// (docs/performance.md, "Round 5: taskhub's skinny linear kernel"). Here each weight cache line is read
+// once per pass of up to 8 rows, widened to fp32 in registers and multiplied into every row (fp32 accumulation, like
 // torch's), and the next lines are prefetched, which is what narrow weights need to keep the memory busy.
 //
 // Built at first use by taskhub/skinny.py (torch.utils.cpp_extension, -march=native); registered as
