@@ -22,7 +22,7 @@ from torch import nn
 from .cpu_info import CpuInfo, cpu_info
 from .errors import ModelNotAvailableError
 from .models import ModelSource
-from .skinny import SKINNY_INT8_MAX_ROWS, SKINNY_MAX_ROWS, skinny_linear, skinny_linear_available
+from .skinny import SKINNY_FP32_MAX_ROWS, SKINNY_INT8_MAX_ROWS, SKINNY_MAX_ROWS, skinny_linear, skinny_linear_available
 
 __all__ = [
     "KERNELS",
@@ -117,13 +117,13 @@ def _choose_plain(dtype: torch.dtype, small: bool) -> LinearFn:
 def cpu_linear(dtype: torch.dtype, rows: int) -> LinearFn:
     """The linear kernel for fp32/bf16 CPU inputs with `rows` rows.
 
-    Up to SKINNY_MAX_ROWS rows: taskhub's skinny kernel where it runs. That is a table, not a probe: a decode
+    Up to SKINNY_MAX_ROWS rows (SKINNY_FP32_MAX_ROWS in fp32): taskhub's skinny kernel where it runs. That is a table, not a probe: a decode
     step streams a whole model's weights, which no cache holds, and there the skinny kernel measured 1.0-2x
     torch's kernels (docs/performance.md, "Round 5: taskhub's skinny linear kernel"); a probe small enough
     to run at load time sits in the cache, where oneDNN's bf16 AMX kernel wins instead. More rows: the faster of aten and
     oneDNN, timed once per process for up to SMALL_M rows and for more. Under torch.compile (which cannot
     time kernels while tracing) those are F.linear: inductor picks its own kernels."""
-    if rows <= SKINNY_MAX_ROWS and skinny_linear_available():
+    if rows <= (SKINNY_FP32_MAX_ROWS if dtype == torch.float32 else SKINNY_MAX_ROWS) and skinny_linear_available():
         return skinny_plain_linear
     if torch.compiler.is_compiling():
         return aten_linear

@@ -137,6 +137,48 @@ void pass_rows(const float* x, const typename W::T* w, int64_t N, int64_t K, Epi
   });
 }
 
+// fp32 weights and more than ROWS_PER_PASS rows (many decoding sequences): the weights are read from memory
+// once and reused from cache, so each thread takes a tile of TILE_WEIGHT_ROWS weight rows and multiplies every
+// group of TILE_ROWS x rows into it while the tile sits in L1. Reading weights in their own [N, K] layout is
+// what lets this beat a GEMM that re-packs them on every call (MKL's sgemm at tens of rows).
+constexpr int TILE_ROWS = 4;
+constexpr int TILE_WEIGHT_ROWS = 6;
+
+template <class W, class Out, int M>
+inline void tile_rows(const float* x, const typename W::T* w, int64_t n0, int nb, int64_t N, int64_t K, Epilogue epi,
+                      Out* y) {
+  float sums[M * TILE_WEIGHT_ROWS];
+  if (nb == TILE_WEIGHT_ROWS) {
+    dot_block<W, M, TILE_WEIGHT_ROWS>(x, w + n0 * K, K, sums);
+    epi.store(sums, TILE_WEIGHT_ROWS, M, n0, nb, N, y);
+  } else {
+    for (int64_t n = n0; n < n0 + nb; ++n) {
+      dot_block<W, M, 1>(x, w + n * K, K, sums);
+      epi.store(sums, 1, M, n, 1, N, y);
+    }
+  }
+}
+
+template <class W, class Out>
+void tiled(int64_t M, const float* x, const typename W::T* w, int64_t N, int64_t K, Epilogue epi, Out* y) {
+  const int64_t tiles = (N + TILE_WEIGHT_ROWS - 1) / TILE_WEIGHT_ROWS;
+  const int64_t grain = std::max<int64_t>(1, 16384 / (K * TILE_WEIGHT_ROWS));
+  at::parallel_for(0, tiles, grain, [&](int64_t first, int64_t last) {
+    for (int64_t t = first; t < last; ++t) {
+      const int64_t n0 = t * TILE_WEIGHT_ROWS;
+      const int nb = static_cast<int>(std::min<int64_t>(TILE_WEIGHT_ROWS, N - n0));
+      int64_t m0 = 0;
+      for (; m0 + TILE_ROWS <= M; m0 += TILE_ROWS) tile_rows<W, Out, TILE_ROWS>(x + m0 * K, w, n0, nb, N, K, epi, y + m0 * N);
+      switch (M - m0) {
+        case 1: tile_rows<W, Out, 1>(x + m0 * K, w, n0, nb, N, K, epi, y + m0 * N); break;
+        case 2: tile_rows<W, Out, 2>(x + m0 * K, w, n0, nb, N, K, epi, y + m0 * N); break;
+        case 3: tile_rows<W, Out, 3>(x + m0 * K, w, n0, nb, N, K, epi, y + m0 * N); break;
+        default: break;
+      }
+    }
+  });
+}
+
 template <class W, class Out>
 void one_pass(int64_t M, const float* x, const typename W::T* w, int64_t N, int64_t K, Epilogue epi, Out* y) {
   switch (M) {
@@ -204,6 +246,10 @@ at::Tensor skinny_linear(const at::Tensor& x, const at::Tensor& weight, const st
   const float* xp = rows.data_ptr<float>();
   auto all_passes = [&](auto* out) {
     using Out = std::remove_pointer_t<decltype(out)>;
+    if (M > ROWS_PER_PASS && wtype == at::kFloat) {  // bf16 / int8 lines widen to 2-4 vectors: tiles spill
+      tiled<Fp32Weights, Out>(M, xp, weight.data_ptr<float>(), N, K, epi, out);
+      return;
+    }
     for (int64_t m0 = 0; m0 < M; m0 += ROWS_PER_PASS) {
       const int64_t m = std::min<int64_t>(ROWS_PER_PASS, M - m0);
       const float* xm = xp + m0 * K;

@@ -7,6 +7,8 @@ from typing import Any
 
 import torch
 
+from taskhub.skinny import paged_decode_attention
+
 from ..kv_cache import AttendFn
 
 
@@ -68,11 +70,24 @@ class Gathered:
 
 
 @dataclass
+class InPlaceDecode:
+    """Decoding rows (one query each) attended by taskhub's paged decode kernel, which reads every row's keys and
+    values straight from its blocks: no gather copy, no padding, no mask (taskhub.skinny.paged_decode_attention)."""
+
+    start: int  # first query in the step's flat batch
+    seqs: int  # rows, consecutive from `start`
+    table: torch.Tensor  # [seqs, blocks] int64: each row's store blocks in order (short rows repeat their first)
+    first_key: torch.Tensor  # [seqs] int64: first visible key, counted from the row's first block
+    keys: torch.Tensor  # [seqs] int64: keys up to and including the query's own, counted the same way
+    scales: dict[int, float]  # per layer: the attention scale
+
+
+@dataclass
 class GroupStep:
     """What a forward needs for the layers of one group: where tokens go, what each query sees."""
 
     slots: torch.Tensor  # [N] flat slot (block * block_size + offset) of every token of the step
-    parts: list[Gathered]  # covering the step's N queries in order
+    parts: list[Gathered | InPlaceDecode]  # covering the step's N queries in order
 
 
 class PagedStep:
@@ -103,6 +118,13 @@ class PagedStep:
         v_store.view(-1, kvh, hd).index_copy_(0, step.slots, v[0].transpose(0, 1))
         outs = []
         for part in step.parts:
+            if isinstance(part, InPlaceDecode):
+                queries = q[0, :, part.start : part.start + part.seqs].transpose(0, 1)  # [seqs, heads, hd]
+                out = paged_decode_attention(
+                    queries, k_store, v_store, part.table, part.first_key, part.keys, part.scales[layer]
+                )
+                outs.append(out.transpose(0, 1))
+                continue
             n, t = part.seqs, part.length
             queries = q[0, :, part.start : part.start + n * t].view(h, n, t, hd).transpose(0, 1)  # [n, heads, t, hd]
             out = attend_fn(queries, _gather(k_store, part), _gather(v_store, part), part.mask)  # [n, heads, t, hd]

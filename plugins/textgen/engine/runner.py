@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import torch
 
+from taskhub.skinny import skinny_linear_available
+
 from ..model import Transformer
-from .paged import Gathered, GroupStep, PagedKVStore, PagedStep
+from .paged import Gathered, GroupStep, InPlaceDecode, PagedKVStore, PagedStep
 from .request import Request, Row
 
 # one more attention call per layer costs about as much as attending this many padding blocks (measured:
@@ -29,6 +31,24 @@ class ModelRunner:
         self.windows = windows
         self.pools_fresh = pools_fresh  # per group: blocks handed out for the first time (zeroed before use)
         self.device = model.tok_embeddings.weight.device
+        self.decode_scales = self._in_place_decode_scales(model)
+
+    @staticmethod
+    def _in_place_decode_scales(model: Transformer) -> dict[int, float] | None:
+        """Per layer attention scale when taskhub's paged decode kernel can attend every layer's decoding rows
+        (CPU, fp32/bf16, no score soft-capping, head_dim a multiple of 16 up to 256, <= 8 heads per kv head)."""
+        cfg, p = model.cfg, model.tok_embeddings.weight
+        fits = (
+            p.is_cpu
+            and p.dtype in (torch.float32, torch.bfloat16)
+            and cfg.attn_softcap is None
+            and cfg.head_dim % 16 == 0
+            and cfg.head_dim <= 256
+            and cfg.n_heads // cfg.n_kv_heads <= 8
+        )
+        if not fits or not skinny_linear_available():
+            return None
+        return {i: block.attention.scale for i, block in enumerate(model.layers)}
 
     def forward(
         self, work: list[tuple[Request, int]]
@@ -67,9 +87,12 @@ class ModelRunner:
         for _, row, length in entries:
             blocks, first = row.blocks[g], row.first[g]
             slots.extend(blocks[p // bs - first] * bs + p % bs for p in range(row.computed, row.computed + length))
-        parts = []
+        parts: list[Gathered | InPlaceDecode] = []
         start = 0
-        for rows in self._buckets([row for _, row, _ in entries[:n_decode]], g):
+        if self.decode_scales is not None and n_decode:
+            parts.append(self._in_place(g, window, [row for _, row, _ in entries[:n_decode]]))
+            start = n_decode
+        for rows in self._buckets([row for _, row, _ in entries[start:n_decode]], g):
             parts.append(self._gathered(g, window, start, rows, 1))
             start += len(rows)
         for _, row, length in entries[n_decode:]:
@@ -90,6 +113,23 @@ class ModelRunner:
                 width = blocks
             runs[-1].append(row)
         return runs
+
+    def _in_place(self, g: int, window: int | None, rows: list[Row]) -> InPlaceDecode:
+        """Decoding rows attended by the paged decode kernel: their block tables and visible key ranges."""
+        assert self.decode_scales is not None
+        bs = self.store.block_size
+        width = max(len(row.blocks[g]) for row in rows)
+        table = [row.blocks[g] + row.blocks[g][:1] * (width - len(row.blocks[g])) for row in rows]
+        keys = [row.computed - row.first[g] * bs + 1 for row in rows]
+        first = [0 if window is None else max(0, n - window) for n in keys]
+        return InPlaceDecode(
+            0,
+            len(rows),
+            torch.tensor(table, device=self.device),
+            torch.tensor(first, device=self.device),
+            torch.tensor(keys, device=self.device),
+            self.decode_scales,
+        )
 
     def _gathered(self, g: int, window: int | None, start: int, rows: list[Row], length: int) -> Gathered:
         """`rows` (each with `length` queries from its first uncomputed token) attending together in group g."""
