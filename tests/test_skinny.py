@@ -51,6 +51,13 @@ def test_skinny_linear_equals_the_float64_product(
     assert ((got.double() - expected).abs() / scale).max() < tolerance
 
 
+@pytest.mark.parametrize("rows", [9, 19, 32, 33])  # fp32 weights past 8 rows run in tiles of 4 rows: remainders 1-3
+def test_fp32_tiles_of_many_rows_equal_the_float64_product(rows: int) -> None:
+    x, w, _, bias = _case(torch.float32, torch.float32, rows, 200, 13)
+    expected = x.double() @ w.double().T + bias.double()
+    assert ((skinny_linear(x, w, None, bias).double() - expected).abs() / expected.abs().clamp_min(1.0)).max() < 1e-5
+
+
 def test_no_bias_no_scales_and_empty_input() -> None:
     x, w, _, _ = _case(torch.float32, torch.float32, 3, 96, 72)
     assert torch.allclose(skinny_linear(x, w), x @ w.T, atol=1e-4, rtol=1e-5)
