@@ -7,7 +7,7 @@
 // and values once, straight from the store, for all the query heads that share them (grouped-query attention).
 // The math is SDPA's: scores in fp32, softmax with the max subtracted, then the weighted sum of values.
 //
-// Registered as torch.ops.taskhub.paged_decode_attention; built with skinny_linear.cpp (taskhub/skinny.py).
+// Registered as torch.ops.taskhub.paged_decode_attention; built with skinny_linear.cpp (taskhub/native.py).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <immintrin.h>
