@@ -18,7 +18,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from taskhub.skinny import skinny_linear, skinny_linear_available
+from taskhub.native import skinny_linear, native_ops_available
 
 LAYER = [(960, 576), (576, 576), (3072, 576), (576, 1536)]  # (out, in) of qkv, o, gate+up, down
 SHAPES = LAYER * 30 + [(49152, 576)]  # 30 layers and the output head
@@ -65,7 +65,7 @@ def candidate(name: str, w: torch.Tensor, rows: int) -> Callable[[], torch.Tenso
     if name == "int8 int8pack_mm":
         codes, scales = int8_weights(w)
         return lambda: torch.ops.aten._weight_int8pack_mm(xb, codes, scales)
-    if name.endswith(" skinny"):  # taskhub's own kernel (taskhub.skinny), same weights in each format
+    if name.endswith(" skinny"):  # taskhub's own kernel (taskhub.native), same weights in each format
         if name == "int8 skinny":
             codes, scales = int8_weights(w)
             return lambda: skinny_linear(xb, codes, scales, None)
@@ -104,7 +104,7 @@ def main() -> None:
         "instead of interleaving the candidates layer by layer",
     )
     args = parser.parse_args()
-    if not skinny_linear_available():
+    if not native_ops_available():
         names = [name for name in args.only if not name.endswith(" skinny")]
         print(f"(taskhub's skinny kernel does not run here: skipping {', '.join(set(args.only) - set(names))})")
         args.only = names

@@ -5,7 +5,7 @@ shape: oneDNN with its bias / GELU / residual epilogue fused and its weights pre
 shapes on an Intel Xeon with AMX, plain oneDNN beat MKL's sgemv ~2.5x at decode shapes on an AMD EPYC
 but lost to it for bf16 on the Xeon. So nothing here is chosen by CPU name: the first layer of each
 kind in a process times the candidates on its own shape and keeps the fastest. At decode rows taskhub's
-own skinny kernel (taskhub.skinny) runs where it can: see `cpu_linear` for why that one is a table.
+own skinny kernel (taskhub.native) runs where it can: see `cpu_linear` for why that one is a table.
 
 Importing this module imports torch; `import taskhub` does not import this module.
 """
@@ -22,7 +22,7 @@ from torch import nn
 from .cpu_info import CpuInfo, cpu_info
 from .errors import ModelNotAvailableError
 from .models import ModelSource
-from .skinny import SKINNY_FP32_MAX_ROWS, SKINNY_INT8_MAX_ROWS, SKINNY_MAX_ROWS, skinny_linear, skinny_linear_available
+from .native import SKINNY_FP32_MAX_ROWS, SKINNY_INT8_MAX_ROWS, SKINNY_MAX_ROWS, skinny_linear, native_ops_available
 
 __all__ = [
     "KERNELS",
@@ -123,7 +123,7 @@ def cpu_linear(dtype: torch.dtype, rows: int) -> LinearFn:
     to run at load time sits in the cache, where oneDNN's bf16 AMX kernel wins instead. More rows: the faster of aten and
     oneDNN, timed once per process for up to SMALL_M rows and for more. Under torch.compile (which cannot
     time kernels while tracing) those are F.linear: inductor picks its own kernels."""
-    if rows <= (SKINNY_FP32_MAX_ROWS if dtype == torch.float32 else SKINNY_MAX_ROWS) and skinny_linear_available():
+    if rows <= (SKINNY_FP32_MAX_ROWS if dtype == torch.float32 else SKINNY_MAX_ROWS) and native_ops_available():
         return skinny_plain_linear
     if torch.compiler.is_compiling():
         return aten_linear
@@ -160,7 +160,7 @@ def int8_linear(rows: int) -> Int8LinearFn:
     dequantize to bf16 (4.8x torch's int8 kernel at 256 rows, equal to the skinny kernel at 64)."""
     if rows > SKINNY_INT8_MAX_ROWS:
         return dequantized_int8_linear
-    return skinny_int8_linear if skinny_linear_available() else int8pack_linear
+    return skinny_int8_linear if native_ops_available() else int8pack_linear
 
 
 # ---- fused linear (the encoders' layers): y = act(x @ W.T + b) (+ residual)

@@ -1,4 +1,4 @@
-"""taskhub.skinny.paged_decode_attention: one query per sequence over keys/values read in place from paged
+"""taskhub.native.paged_decode_attention: one query per sequence over keys/values read in place from paged
 stores equals SDPA (float64) over the same keys gathered, for grouped-query heads, windows and both dtypes."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from taskhub.cpu_info import cpu_info
-from taskhub.skinny import paged_decode_attention, skinny_linear_available
+from taskhub.native import paged_decode_attention, native_ops_available
 
 pytestmark = pytest.mark.skipif(not cpu_info().avx512, reason="taskhub's kernels need AVX-512")
 
@@ -44,7 +44,7 @@ def _sdpa(q, k, v, table, first, keys, scale):
 def test_paged_decode_attention_equals_sdpa_over_the_gathered_keys(
     heads: int, kv_heads: int, head_dim: int, dtype: torch.dtype, window: int | None
 ) -> None:
-    assert skinny_linear_available()
+    assert native_ops_available()
     q, k, v, table, keys = _case(heads, kv_heads, head_dim, dtype)
     first = torch.zeros_like(keys) if window is None else (keys - window).clamp_min(0)
     scale = head_dim**-0.5
@@ -56,7 +56,7 @@ def test_paged_decode_attention_equals_sdpa_over_the_gathered_keys(
 
 
 def test_bad_inputs_are_refused_naming_them() -> None:
-    assert skinny_linear_available()
+    assert native_ops_available()
     q, k, v, table, keys = _case(4, 2, 16, torch.float32)
     first = torch.zeros_like(keys)
     with pytest.raises(RuntimeError, match="head_dim must match"):

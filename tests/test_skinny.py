@@ -1,4 +1,4 @@
-"""taskhub.skinny: the skinny linear kernel computes x @ (W * scales).T + b (float64 reference) for every
+"""taskhub.native: the skinny linear kernel computes x @ (W * scales).T + b (float64 reference) for every
 weight dtype, row count, ragged shape and under torch.compile; it can be switched off."""
 
 from __future__ import annotations
@@ -11,13 +11,13 @@ import pytest
 import torch
 
 from taskhub.cpu_info import cpu_info
-from taskhub.skinny import skinny_linear, skinny_linear_available
+from taskhub.native import skinny_linear, native_ops_available
 
 pytestmark = pytest.mark.skipif(not cpu_info().avx512, reason="the skinny kernel needs AVX-512")
 
 
 def test_the_kernel_builds_on_an_avx512_cpu() -> None:
-    assert skinny_linear_available()
+    assert native_ops_available()
 
 
 def _case(weight_dtype: torch.dtype, x_dtype: torch.dtype, rows: int, features: int, outputs: int):
@@ -81,7 +81,7 @@ def test_skinny_linear_under_torch_compile_equals_eager() -> None:
 
 
 def test_switched_off_by_the_environment() -> None:
-    code = "from taskhub.skinny import skinny_linear_available as a; print(a())"
-    env = {**os.environ, "TASKHUB_SKINNY_KERNELS": "0"}
+    code = "from taskhub.native import native_ops_available as a; print(a())"
+    env = {**os.environ, "TASKHUB_NATIVE_KERNELS": "0"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

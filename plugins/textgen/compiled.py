@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from taskhub.errors import ParamError
-from taskhub.skinny import skinny_linear_available
+from taskhub.native import native_ops_available
 
 from .kv_cache import AttendFn, KVCache
 from .model import Transformer
@@ -109,7 +109,7 @@ class CompiledDecodeStep:
                 self.mode,
             )
             started = time.perf_counter()
-            skinny_linear_available()  # built now, eagerly: tracing cannot build it
+            native_ops_available()  # built now, eagerly: tracing cannot build it
             # every model, batch size and bucket is one more graph of the same code object: lift
             # dynamo's per-code recompile limit (8) that would otherwise fail a process's ninth graph
             with torch._dynamo.config.patch(recompile_limit=MAX_GRAPHS):

@@ -7,7 +7,7 @@
 // and values once, straight from the store, for all the query heads that share them (grouped-query attention).
 // The math is SDPA's: scores in fp32, softmax with the max subtracted, then the weighted sum of values.
 //
-// Registered as torch.ops.taskhub.paged_decode_attention; built with skinny_linear.cpp (taskhub/skinny.py).
+// Registered as torch.ops.taskhub.paged_decode_attention; built with skinny_linear.cpp (taskhub/native.py).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <immintrin.h>
@@ -57,7 +57,8 @@ void attend_one(const Q* q, const KV* k_store, const KV* v_store, const int64_t*
   __m512 qv[MAX_GROUP][MAX_VECS];
   for (int g = 0; g < group; ++g)
     for (int u = 0; u < vecs; ++u) qv[g][u] = _mm512_mul_ps(load16(q + g * D + 16 * u), _mm512_set1_ps(scale));
-  std::vector<float> best(group, -INFINITY);
+  float best[MAX_GROUP], total[MAX_GROUP];
+  std::fill(best, best + group, -INFINITY);
   for (int64_t t = start; t < len; ++t) {
     const KV* k = k_store + (table[t / block_size] * block_size + t % block_size) * token_stride + kvh * D;
     for (int g = 0; g < group; ++g) {
@@ -68,7 +69,6 @@ void attend_one(const Q* q, const KV* k_store, const KV* v_store, const int64_t*
       best[g] = std::max(best[g], s);
     }
   }
-  std::vector<float> total(group);
   for (int g = 0; g < group; ++g) {
     float* row = scores.data() + g * L;
     const __m512 m = _mm512_set1_ps(best[g]);

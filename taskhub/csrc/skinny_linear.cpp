@@ -8,7 +8,7 @@
 // once per pass of up to 8 rows, widened to fp32 in registers and multiplied into every row (fp32 accumulation, like
 // torch's), and the next lines are prefetched, which is what narrow weights need to keep the memory busy.
 //
-// Built at first use by taskhub/skinny.py (torch.utils.cpp_extension, -march=native); registered as
+// Built at first use by taskhub/native.py (torch.utils.cpp_extension, -march=native); registered as
 // torch.ops.taskhub.skinny_linear.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from taskhub.skinny import paged_decode_attention
+from taskhub.native import paged_decode_attention
 
 from ..kv_cache import AttendFn
 
@@ -72,7 +72,7 @@ class Gathered:
 @dataclass
 class InPlaceDecode:
     """Decoding rows (one query each) attended by taskhub's paged decode kernel, which reads every row's keys and
-    values straight from its blocks: no gather copy, no padding, no mask (taskhub.skinny.paged_decode_attention)."""
+    values straight from its blocks: no gather copy, no padding, no mask (taskhub.native.paged_decode_attention)."""
 
     start: int  # first query in the step's flat batch
     seqs: int  # rows, consecutive from `start`

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from taskhub.skinny import skinny_linear_available
+from taskhub.native import native_ops_available
 
 from ..model import Transformer
 from .paged import Gathered, GroupStep, InPlaceDecode, PagedKVStore, PagedStep
@@ -46,7 +46,7 @@ class ModelRunner:
             and cfg.head_dim <= 256
             and cfg.n_heads // cfg.n_kv_heads <= 8
         )
-        if not fits or not skinny_linear_available():
+        if not fits or not native_ops_available():
             return None
         return {i: block.attention.scale for i, block in enumerate(model.layers)}
 

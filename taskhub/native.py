@@ -1,12 +1,16 @@
-"""taskhub's own linear kernel for decode shapes (a few rows), built from `csrc/skinny_linear.cpp` at first use.
+"""taskhub's own CPU ops (C++, AVX-512), built from `csrc/*.cpp` into one library at first use.
 
-At 1-32 rows a linear layer is bound by reading its weights; torch's bf16 GEMV, its int8 weight-only
-kernel and its 8-row fp32 GEMM reach a fraction of the read bandwidth (docs/performance.md, "Round 5:
-taskhub's skinny linear kernel"). No library in this stack has such a kernel for x86 CPUs, so this one is
-ours: AVX-512, compiled once per machine by torch's extension builder (ninja + the system C++ compiler,
-~20 s, cached in torch's extensions folder) and registered as `torch.ops.taskhub.skinny_linear`. Where it
-cannot be built (no AVX-512, no compiler) or `TASKHUB_SKINNY_KERNELS=0`, `skinny_linear_available()` is
-False and callers keep torch's kernels. Importing this module imports torch; `import taskhub` does not import it.
+- `skinny_linear` (`csrc/skinny_linear.cpp`): linear layers at decode shapes (1-32 rows), which are bound by
+  reading their weights; torch's bf16 GEMV, its int8 weight-only kernel and its small-row fp32 GEMM (which
+  re-packs every weight per call) reach a fraction of the read bandwidth (docs/performance.md, "Round 5").
+- `paged_decode_attention` (`csrc/paged_attention.cpp`): the engine's decode attention read in place from
+  its paged KV blocks, without the gather copy SDPA's layout needs (docs/performance.md, "Round 6").
+
+No library in this stack has such kernels for x86 CPUs, so these are ours: compiled once per machine by
+torch's extension builder (ninja + the system C++ compiler, ~30 s, cached in torch's extensions folder) and
+registered as `torch.ops.taskhub.*`. Where they cannot be built (no AVX-512, no compiler) or
+`TASKHUB_NATIVE_KERNELS=0`, `native_ops_available()` is False and callers keep torch's kernels. Importing
+this module imports torch; `import taskhub` does not import it.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ __all__ = [
     "SKINNY_MAX_ROWS",
     "paged_decode_attention",
     "skinny_linear",
-    "skinny_linear_available",
+    "native_ops_available",
 ]
 
 log = logging.getLogger("taskhub")
@@ -43,11 +47,11 @@ _build_lock = threading.Lock()
 
 def _build() -> bool:
     """Compile and load the kernel; False (with the reason logged once) where this machine cannot."""
-    if os.environ.get("TASKHUB_SKINNY_KERNELS", "1") == "0":
+    if os.environ.get("TASKHUB_NATIVE_KERNELS", "1") == "0":
         return False
     info = cpu_info()
     if not info.avx512:
-        log.info("taskhub's skinny linear kernel needs AVX-512 (%s); using torch's kernels", info.model)
+        log.info("taskhub's native CPU ops need AVX-512 (%s); using torch's kernels", info.model)
         return False
     # -march=native code must not be reused on another kind of CPU: the CPU's flags are part of the name
     digest = hashlib.sha256(
@@ -61,16 +65,16 @@ def _build() -> bool:
             import ninja
 
             os.environ["PATH"] = os.pathsep.join([ninja.BIN_DIR, path or ""])
-        log.info("Building taskhub's skinny linear kernel (once per machine, ~20 s)")
+        log.info("Building taskhub's native CPU ops (once per machine, ~30 s)")
         cpp_extension.load(
-            name=f"taskhub_skinny_{digest}",
+            name=f"taskhub_native_{digest}",
             sources=[str(p) for p in SOURCES],
             extra_cflags=_FLAGS,
             extra_ldflags=["-fopenmp"],
             is_python_module=False,
         )
     except Exception as exc:  # no compiler, no ninja, a failed build: torch's kernels still work
-        log.warning("taskhub's skinny linear kernel could not be built (%s); using torch's kernels", exc)
+        log.warning("taskhub's native CPU ops could not be built (%s); using torch's kernels", exc)
         return False
     finally:
         if path is not None:
@@ -78,8 +82,8 @@ def _build() -> bool:
     return True
 
 
-def skinny_linear_available() -> bool:
-    """Whether `skinny_linear` runs here (builds the kernel on the first call)."""
+def native_ops_available() -> bool:
+    """Whether taskhub's native ops run here (builds them on the first call)."""
     if "built" not in _state:
         with _build_lock:  # threads of a shared pipeline may all decode their first token at once
             if "built" not in _state:
@@ -95,7 +99,7 @@ def skinny_linear(
 ) -> torch.Tensor:
     """x [..., in] (fp32 / bf16) @ (weight [out, in] (fp32 / bf16 / int8) * scales [out]).T + bias, in x's dtype.
 
-    Fastest at up to 8 rows; more rows run in passes of 8. Call `skinny_linear_available()` first."""
+    Fastest at up to 8 rows; more rows run in passes of 8. Call `native_ops_available()` first."""
     return torch.ops.taskhub.skinny_linear(x, weight, scales, bias)
 
 
@@ -116,7 +120,7 @@ def paged_decode_attention(
 
 
 def _register_fake() -> None:
-    """Shapes for torch.compile: the op is opaque to inductor and called as is."""
+    """skinny_linear's output shape for torch.compile: the op is opaque to inductor and called as is."""
 
     @torch.library.register_fake("taskhub::skinny_linear")
     def _(
