@@ -18,7 +18,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from taskhub.native import skinny_linear, native_ops_available
+from taskhub.native import native_ops_available, skinny_linear
 
 LAYER = [(960, 576), (576, 576), (3072, 576), (576, 1536)]  # (out, in) of qkv, o, gate+up, down
 SHAPES = LAYER * 30 + [(49152, 576)]  # 30 layers and the output head

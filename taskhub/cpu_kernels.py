@@ -22,7 +22,7 @@ from torch import nn
 from .cpu_info import CpuInfo, cpu_info
 from .errors import ModelNotAvailableError
 from .models import ModelSource
-from .native import SKINNY_FP32_MAX_ROWS, SKINNY_INT8_MAX_ROWS, SKINNY_MAX_ROWS, skinny_linear, native_ops_available
+from .native import SKINNY_FP32_MAX_ROWS, SKINNY_INT8_MAX_ROWS, SKINNY_MAX_ROWS, native_ops_available, skinny_linear
 
 __all__ = [
     "KERNELS",

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from taskhub.cpu_info import cpu_info
-from taskhub.native import paged_decode_attention, native_ops_available
+from taskhub.native import native_ops_available, paged_decode_attention
 
 pytestmark = pytest.mark.skipif(not cpu_info().avx512, reason="taskhub's kernels need AVX-512")
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from taskhub.cpu_info import cpu_info
-from taskhub.native import skinny_linear, native_ops_available
+from taskhub.native import native_ops_available, skinny_linear
 
 pytestmark = pytest.mark.skipif(not cpu_info().avx512, reason="the skinny kernel needs AVX-512")
 
