@@ -18,8 +18,9 @@ PAD_BLOCKS_PER_CALL = 32
 class ModelRunner:
     """Turns the scheduler's work into tensors, runs the model once, returns next-token logits.
 
-    Linear layers see all N tokens of the step as one matrix; attention runs once per run of
-    decoding rows of similar context length (their blocks gathered into one padded batch) and
+    Linear layers see all N tokens of the step as one matrix; attention runs once for all decoding
+    rows, read in place by taskhub's paged decode kernel where it serves the model (else once per run
+    of decoding rows of similar context length, their blocks gathered into one padded batch), and
     once per prefill chunk.
     """
 
