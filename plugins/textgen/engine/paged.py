@@ -95,8 +95,10 @@ class PagedStep:
 
     The step's tokens are flattened into one row of N tokens: first one token per decoding
     sequence, then the prefill chunks. Keys/values are written to their slots; then each part
-    (decoding rows of similar length together, each prefill chunk alone) gathers its sequences'
-    blocks into SDPA's layout with `index_select` and attends through the layer's own attention math.
+    attends: all decoding rows in place through the paged decode kernel (InPlaceDecode), or, where
+    that kernel does not serve the model, decoding rows of similar length together and each prefill
+    chunk alone, their blocks gathered into SDPA's layout with `index_select`, through the layer's
+    own attention math.
     """
 
     def __init__(self, store: PagedKVStore, groups: dict[int | None, GroupStep]) -> None:
