@@ -65,5 +65,7 @@ def test_bad_inputs_are_refused_naming_them() -> None:
         paged_decode_attention(q.bfloat16(), k, v, table, first, keys, 1.0)
     with pytest.raises(RuntimeError, match="no visible key or more keys than blocks"):
         paged_decode_attention(q, k, v, table, first, keys + WIDTH * BLOCK_SIZE, 1.0)
+    with pytest.raises(RuntimeError, match="names block 40 of a store with 40"):
+        paged_decode_attention(q, k, v, table.masked_fill(table == table[1, 0], BLOCKS), first, keys, 1.0)
     with pytest.raises(RuntimeError, match="must be int64"):
         paged_decode_attention(q, k, v, table.int(), first, keys, 1.0)

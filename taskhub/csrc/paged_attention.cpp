@@ -139,9 +139,14 @@ at::Tensor paged_decode_attention(const at::Tensor& q, const at::Tensor& k_store
   const int64_t* tp = tc.data_ptr<int64_t>();
   const int64_t* sp = sc.data_ptr<int64_t>();
   const int64_t* lp = lc.data_ptr<int64_t>();
-  for (int64_t s = 0; s < S; ++s)
+  const int64_t num_blocks = k_store.size(0);
+  for (int64_t s = 0; s < S; ++s) {
     TORCH_CHECK(0 <= sp[s] && sp[s] < lp[s] && lp[s] <= W * block_size,
                 "paged_decode_attention: sequence ", s, " has no visible key or more keys than blocks");
+    for (int64_t b = 0; b < (lp[s] + block_size - 1) / block_size; ++b)
+      TORCH_CHECK(0 <= tp[s * W + b] && tp[s * W + b] < num_blocks, "paged_decode_attention: sequence ", s,
+                  " names block ", tp[s * W + b], " of a store with ", num_blocks);
+  }
   auto run = [&](auto* qp, auto* kp, auto* vp, auto* op) {
     at::parallel_for(0, S * kv_heads, 1, [&](int64_t first, int64_t last) {
       std::vector<float> scores;
