@@ -46,7 +46,7 @@ _build_lock = threading.Lock()
 
 
 def _build() -> bool:
-    """Compile and load the kernel; False (with the reason logged once) where this machine cannot."""
+    """Compile and load the ops; False (with the reason logged once) where this machine cannot."""
     if os.environ.get("TASKHUB_NATIVE_KERNELS", "1") == "0":
         return False
     info = cpu_info()
@@ -99,7 +99,8 @@ def skinny_linear(
 ) -> torch.Tensor:
     """x [..., in] (fp32 / bf16) @ (weight [out, in] (fp32 / bf16 / int8) * scales [out]).T + bias, in x's dtype.
 
-    Fastest at up to 8 rows; more rows run in passes of 8. Call `native_ops_available()` first."""
+    Fastest at up to 8 rows; more rows run in passes of 8 (fp32 weights: in tiles of 4 rows reusing each weight
+    from cache). Call `native_ops_available()` first."""
     return torch.ops.taskhub.skinny_linear(x, weight, scales, bias)
 
 

@@ -53,6 +53,10 @@ void attend_one(const Q* q, const KV* k_store, const KV* v_store, const int64_t*
                 std::vector<float>& scores) {
   const int64_t D = vecs * 16, L = len - start;
   const int64_t token_stride = kv_heads * D;  // between consecutive tokens of a block
+  // key t's vector of this kv head, in k_store or v_store: block table[t / block_size], slot t % block_size
+  auto at = [&](const KV* store, int64_t t) {
+    return store + (table[t / block_size] * block_size + t % block_size) * token_stride + kvh * D;
+  };
   scores.resize(group * L);
   __m512 qv[MAX_GROUP][MAX_VECS];
   for (int g = 0; g < group; ++g)
@@ -60,7 +64,7 @@ void attend_one(const Q* q, const KV* k_store, const KV* v_store, const int64_t*
   float best[MAX_GROUP], total[MAX_GROUP];
   std::fill(best, best + group, -INFINITY);
   for (int64_t t = start; t < len; ++t) {
-    const KV* k = k_store + (table[t / block_size] * block_size + t % block_size) * token_stride + kvh * D;
+    const KV* k = at(k_store, t);
     for (int g = 0; g < group; ++g) {
       __m512 acc = _mm512_mul_ps(qv[g][0], load16(k));
       for (int u = 1; u < vecs; ++u) acc = _mm512_fmadd_ps(qv[g][u], load16(k + 16 * u), acc);
@@ -91,7 +95,7 @@ void attend_one(const Q* q, const KV* k_store, const KV* v_store, const int64_t*
   for (int g = 0; g < group; ++g)
     for (int u = 0; u < vecs; ++u) acc[g][u] = _mm512_setzero_ps();
   for (int64_t t = start; t < len; ++t) {
-    const KV* v = v_store + (table[t / block_size] * block_size + t % block_size) * token_stride + kvh * D;
+    const KV* v = at(v_store, t);
     for (int u = 0; u < vecs; ++u) {
       const __m512 vv = load16(v + 16 * u);
       for (int g = 0; g < group; ++g)

@@ -115,25 +115,29 @@ struct Epilogue {
   }
 };
 
+// y rows 0..M-1, outputs n0 .. n0 + NB - 1 (fewer at the weight's end, one row at a time)
+template <class W, class Out, int M, int NB>
+inline void block_rows(const float* x, const typename W::T* w, int64_t n0, int64_t N, int64_t K, Epilogue epi,
+                       Out* y) {
+  float sums[M * NB];
+  if (n0 + NB <= N) {
+    dot_block<W, M, NB>(x, w + n0 * K, K, sums);
+    epi.store(sums, NB, M, n0, NB, N, y);
+  } else {
+    for (int64_t n = n0; n < N; ++n) {
+      dot_block<W, M, 1>(x, w + n * K, K, sums);
+      epi.store(sums, 1, M, n, 1, N, y);
+    }
+  }
+}
+
 template <class W, class Out, int M>
 void pass_rows(const float* x, const typename W::T* w, int64_t N, int64_t K, Epilogue epi, Out* y) {
   constexpr int NB = rows_per_block(M);
   const int64_t blocks = (N + NB - 1) / NB;
   const int64_t grain = std::max<int64_t>(1, 16384 / (K * NB));  // at least ~16k weights per task
   at::parallel_for(0, blocks, grain, [&](int64_t first, int64_t last) {
-    float sums[M * NB];
-    for (int64_t b = first; b < last; ++b) {
-      const int64_t n0 = b * NB;
-      if (n0 + NB <= N) {
-        dot_block<W, M, NB>(x, w + n0 * K, K, sums);
-        epi.store(sums, NB, M, n0, NB, N, y);
-      } else {
-        for (int64_t n = n0; n < N; ++n) {
-          dot_block<W, M, 1>(x, w + n * K, K, sums);
-          epi.store(sums, 1, M, n, 1, N, y);
-        }
-      }
-    }
+    for (int64_t b = first; b < last; ++b) block_rows<W, Out, M, NB>(x, w, b * NB, N, K, epi, y);
   });
 }
 
@@ -144,21 +148,6 @@ void pass_rows(const float* x, const typename W::T* w, int64_t N, int64_t K, Epi
 constexpr int TILE_ROWS = 4;
 constexpr int TILE_WEIGHT_ROWS = 6;
 
-template <class W, class Out, int M>
-inline void tile_rows(const float* x, const typename W::T* w, int64_t n0, int nb, int64_t N, int64_t K, Epilogue epi,
-                      Out* y) {
-  float sums[M * TILE_WEIGHT_ROWS];
-  if (nb == TILE_WEIGHT_ROWS) {
-    dot_block<W, M, TILE_WEIGHT_ROWS>(x, w + n0 * K, K, sums);
-    epi.store(sums, TILE_WEIGHT_ROWS, M, n0, nb, N, y);
-  } else {
-    for (int64_t n = n0; n < n0 + nb; ++n) {
-      dot_block<W, M, 1>(x, w + n * K, K, sums);
-      epi.store(sums, 1, M, n, 1, N, y);
-    }
-  }
-}
-
 template <class W, class Out>
 void tiled(int64_t M, const float* x, const typename W::T* w, int64_t N, int64_t K, Epilogue epi, Out* y) {
   const int64_t tiles = (N + TILE_WEIGHT_ROWS - 1) / TILE_WEIGHT_ROWS;
@@ -166,13 +155,14 @@ void tiled(int64_t M, const float* x, const typename W::T* w, int64_t N, int64_t
   at::parallel_for(0, tiles, grain, [&](int64_t first, int64_t last) {
     for (int64_t t = first; t < last; ++t) {
       const int64_t n0 = t * TILE_WEIGHT_ROWS;
-      const int nb = static_cast<int>(std::min<int64_t>(TILE_WEIGHT_ROWS, N - n0));
+      constexpr int NB = TILE_WEIGHT_ROWS;
       int64_t m0 = 0;
-      for (; m0 + TILE_ROWS <= M; m0 += TILE_ROWS) tile_rows<W, Out, TILE_ROWS>(x + m0 * K, w, n0, nb, N, K, epi, y + m0 * N);
+      for (; m0 + TILE_ROWS <= M; m0 += TILE_ROWS)
+        block_rows<W, Out, TILE_ROWS, NB>(x + m0 * K, w, n0, N, K, epi, y + m0 * N);
       switch (M - m0) {
-        case 1: tile_rows<W, Out, 1>(x + m0 * K, w, n0, nb, N, K, epi, y + m0 * N); break;
-        case 2: tile_rows<W, Out, 2>(x + m0 * K, w, n0, nb, N, K, epi, y + m0 * N); break;
-        case 3: tile_rows<W, Out, 3>(x + m0 * K, w, n0, nb, N, K, epi, y + m0 * N); break;
+        case 1: block_rows<W, Out, 1, NB>(x + m0 * K, w, n0, N, K, epi, y + m0 * N); break;
+        case 2: block_rows<W, Out, 2, NB>(x + m0 * K, w, n0, N, K, epi, y + m0 * N); break;
+        case 3: block_rows<W, Out, 3, NB>(x + m0 * K, w, n0, N, K, epi, y + m0 * N); break;
         default: break;
       }
     }

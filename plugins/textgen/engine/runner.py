@@ -115,12 +115,18 @@ class ModelRunner:
             runs[-1].append(row)
         return runs
 
+    @staticmethod
+    def _block_table(rows: list[Row], g: int) -> list[list[int]]:
+        """Each row's blocks in group g, padded to the widest by repeating the row's first block (its keys lie
+        past the row's query in a padded batch, and past its key count for the in-place kernel: never seen)."""
+        width = max(len(row.blocks[g]) for row in rows)
+        return [row.blocks[g] + row.blocks[g][:1] * (width - len(row.blocks[g])) for row in rows]
+
     def _in_place(self, g: int, window: int | None, rows: list[Row]) -> InPlaceDecode:
         """Decoding rows attended by the paged decode kernel: their block tables and visible key ranges."""
         assert self.decode_scales is not None
         bs = self.store.block_size
-        width = max(len(row.blocks[g]) for row in rows)
-        table = [row.blocks[g] + row.blocks[g][:1] * (width - len(row.blocks[g])) for row in rows]
+        table = self._block_table(rows, g)
         keys = [row.computed - row.first[g] * bs + 1 for row in rows]
         first = [0 if window is None else max(0, n - window) for n in keys]
         return InPlaceDecode(
@@ -139,9 +145,7 @@ class ModelRunner:
         blocks = rows[0].blocks[g]
         table, lo = None, blocks[0]
         if len(rows) > 1 or blocks != list(range(lo, lo + len(blocks))):
-            # padding repeats a block of the row: its keys lie past the row's queries, so the mask hides them
-            flat = [b for row in rows for b in row.blocks[g] + row.blocks[g][:1] * (width - len(row.blocks[g]))]
-            table = torch.tensor(flat, device=self.device)
+            table = torch.tensor(self._block_table(rows, g), device=self.device).flatten()
         firsts = torch.tensor([row.first[g] for row in rows])
         keys = firsts[:, None, None] * bs + torch.arange(width * bs)  # [seqs, 1, S] key positions
         queries = torch.tensor([row.computed for row in rows])[:, None, None] + torch.arange(length)[:, None]
