@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -22,14 +23,25 @@ from torch import nn
 from .cpu_info import CpuInfo, cpu_info
 from .errors import ModelNotAvailableError
 from .models import ModelSource
-from .native import SKINNY_FP32_MAX_ROWS, SKINNY_INT8_MAX_ROWS, SKINNY_MAX_ROWS, native_ops_available, skinny_linear
+from .native import (
+    SKINNY_FP32_MAX_ROWS,
+    SKINNY_INT8_MAX_ROWS,
+    SKINNY_MAX_ROWS,
+    amx_bf16x3_available,
+    amx_linear_bf16x3,
+    amx_pack_bf16x3,
+    native_ops_available,
+    skinny_linear,
+)
 
 __all__ = [
     "KERNELS",
+    "PRECISIONS",
     "QUANTIZE",
     "CpuInfo",
     "Int8LinearFn",
     "Linear",
+    "LinearOptions",
     "LinearFn",
     "aten_linear",
     "cpu_info",
@@ -44,7 +56,10 @@ __all__ = [
 LinearFn = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
 SMALL_M = 16  # cpu_linear: rows up to this many (decode steps, small batches) are timed apart from prefill
 PROBE_ROWS = 512  # Linear: rows of the random input its kernels are timed on (a batch of ~8-16 sentences)
-KERNELS = ("aten", "onednn", "onednn-packed")  # Linear(kernel=...): what may be forced instead of measured
+KERNELS = ("aten", "onednn", "onednn-packed", "amx-bf16x3")  # Linear(kernel=...): forced instead of measured
+# Linear(precision=...), torch's names for float32 matmuls: "highest" IEEE fp32 products only; "high" also
+# lets fp32 layers run on AMX as three bf16 products (relative error ~4e-6, torch's "bf16x3")
+PRECISIONS = ("high", "highest")
 QUANTIZE = ("int8",)  # Linear(quantize=...): dynamic int8 (weights per output channel, activations per token)
 OUTLIER_ROW_ERROR = 0.03  # int8 Linear: output rows losing more than this share of their weights' norm run in fp32
 SMOOTH_ALPHA = 0.6  # smoothing_factors: how much of an input channel's range moves into the weights
@@ -194,6 +209,30 @@ class _OneDNN(_Kernel):
         return y if residual is None else y + residual
 
 
+class _AmxBf16x3(_Kernel):
+    """fp32 on AMX tiles, each product hi*hi + hi*lo + lo*hi of the numbers' bf16 parts (taskhub.native);
+    weights split and packed once, bias, GELU and the residual add applied as each output block is written."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, act: str) -> None:
+        super().__init__(weight, bias, act)
+        self.packed = amx_pack_bf16x3(weight.detach())
+
+    def __call__(self, x: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor:
+        return amx_linear_bf16x3(x, self.packed, self.bias, self.act == "gelu", residual)
+
+
+def amx_bf16x3_fits(weight: torch.Tensor) -> bool:
+    """The AMX bf16x3 kernel runs here for this weight: fp32 on a CPU with AMX, both sides multiples of 32."""
+    out_features, in_features = weight.shape
+    return (
+        weight.device.type == "cpu"
+        and weight.dtype == torch.float32
+        and out_features % 32 == 0
+        and in_features % 32 == 0
+        and amx_bf16x3_available()
+    )
+
+
 class _Int8Dynamic(_Kernel):
     """Dynamic int8 on oneDNN's int8 linear (AMX / VNNI where the CPU has them), fp32 out.
 
@@ -271,21 +310,23 @@ def smoothing_factors(input_max: torch.Tensor, weight: torch.Tensor, alpha: floa
     return (activations**alpha / weights ** (1 - alpha)).clamp_min(1e-5)
 
 
-def _candidates(weight: torch.Tensor, bias: torch.Tensor | None, act: str) -> dict[str, _Kernel]:
+def _candidates(weight: torch.Tensor, bias: torch.Tensor | None, act: str, precision: str) -> dict[str, _Kernel]:
     kernels = {"aten": _Kernel(weight, bias, act)}
     if fused_linear_available(weight.device, weight.dtype):
         kernels["onednn"] = _OneDNN(weight, bias, act, packed=False)
         kernels["onednn-packed"] = _OneDNN(weight, bias, act, packed=True)
+    if precision == "high" and amx_bf16x3_fits(weight):
+        kernels["amx-bf16x3"] = _AmxBf16x3(weight, bias, act)
     return kernels
 
 
-_FUSED: dict[tuple[torch.dtype, int, int, str], str] = {}  # (dtype, in, out, act) -> kernel that won here
+_FUSED: dict[tuple[torch.dtype, int, int, str, str], str] = {}  # (dtype, in, out, act, precision) -> winner here
 
 
-def _choose_fused(kernels: dict[str, _Kernel], key: tuple[torch.dtype, int, int, str]) -> str:
+def _choose_fused(kernels: dict[str, _Kernel], key: tuple[torch.dtype, int, int, str, str]) -> str:
     """The fastest of `kernels` for this layer shape, timed on PROBE_ROWS random rows once per process."""
     if key not in _FUSED:
-        dtype, features, _, _ = key
+        dtype, features = key[:2]
         x = torch.randn(PROBE_ROWS, features, generator=torch.Generator().manual_seed(0)).to(dtype)
 
         def run(kernel: _Kernel) -> Callable[[], object]:
@@ -297,8 +338,9 @@ def _choose_fused(kernels: dict[str, _Kernel], key: tuple[torch.dtype, int, int,
 
 class Linear(nn.Module):
     """y = act(x @ W.T + b) (+ residual) with `act` "none" or "gelu" (erf GELU), on the kernel measured
-    fastest here for this shape and dtype, or the one named by `kernel` ("aten", "onednn",
-    "onednn-packed"). `quantize="int8"` runs dynamic int8 instead (fp32 in and out), with input channels
+    fastest here for this shape and dtype, or the one named by `kernel` (one of KERNELS). fp32 layers
+    with `precision="high"` (the default) may also run as three bf16 products on AMX; "highest" keeps
+    IEEE fp32 products. `quantize="int8"` runs dynamic int8 instead (fp32 in and out), with input channels
     divided by `smooth` (see `smoothing_factors`) if given."""
 
     def __init__(
@@ -308,12 +350,15 @@ class Linear(nn.Module):
         kernel: str | None = None,
         quantize: str | None = None,
         smooth: torch.Tensor | None = None,
+        precision: str = "high",
     ):
         super().__init__()
         if act not in ("none", "gelu"):
             raise ValueError(f"Unknown activation {act!r}; expected 'none' or 'gelu'")
         if quantize not in (None, *QUANTIZE):
             raise ValueError(f"Unknown quantize {quantize!r}; expected None or one of {', '.join(QUANTIZE)}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"Unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
         if smooth is not None and quantize is None:
             raise ValueError("smooth only applies to quantized linears (quantize='int8')")
         self.weight = source.weight  # [out, in]
@@ -323,10 +368,10 @@ class Linear(nn.Module):
         if quantize == "int8":
             self.kernel_name, self._kernel = "int8-dynamic", _Int8Dynamic(self.weight, self.bias, act, smooth)
             return
-        kernels = _candidates(self.weight, self.bias, act)
+        kernels = _candidates(self.weight, self.bias, act, precision)
         if kernel is not None and kernel not in kernels:
             raise ValueError(f"Kernel {kernel!r} is not available here; expected one of {', '.join(kernels)}")
-        key = (self.weight.dtype, source.in_features, source.out_features, act)
+        key = (self.weight.dtype, source.in_features, source.out_features, act, precision)
         self.kernel_name = kernel or (_choose_fused(kernels, key) if len(kernels) > 1 else "aten")
         self._kernel = kernels[self.kernel_name]
 
@@ -338,26 +383,42 @@ class Linear(nn.Module):
         kernel: str | None = None,
         quantize: str | None = None,
         smooth: torch.Tensor | None = None,
+        precision: str = "high",
     ) -> Linear:
         """One linear computing several (query, key, value) side by side: out = concat of theirs."""
         first = parts[0]
         joined = nn.Linear(first.in_features, sum(p.out_features for p in parts), device=first.weight.device)
         joined.weight = nn.Parameter(torch.cat([p.weight for p in parts]), requires_grad=False)
         joined.bias = nn.Parameter(torch.cat([p.bias for p in parts]), requires_grad=False)
-        return cls(joined, act, kernel, quantize, smooth)
+        return cls(joined, act, kernel, quantize, smooth, precision)
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         return self._kernel(x, residual)
 
 
-def linear_options(source: ModelSource, fused: bool) -> tuple[str | None, str | None]:
-    """A loader's `options.kernel` and `options.quantize`, checked: both need a model whose linears
-    run on `Linear` (`fused`) on the CPU."""
+class LinearOptions(NamedTuple):
+    """A loader's model options for `Linear`: forced kernel, quantization and fp32 matmul precision."""
+
+    kernel: str | None
+    quantize: str | None
+    precision: str
+
+
+def linear_options(source: ModelSource, fused: bool) -> LinearOptions:
+    """A loader's `options.kernel`, `options.quantize` and `options.matmul_precision`, checked: kernel and
+    quantize need a model whose linears run on `Linear` (`fused`) on the CPU."""
     kernel, quantize = source.options.get("kernel"), source.options.get("quantize")
+    precision = source.options.get("matmul_precision", "high")
     if kernel not in (None, *KERNELS):
         raise ModelNotAvailableError(f"Unknown kernel option {kernel!r}; expected one of {', '.join(KERNELS)}.")
     if quantize not in (None, *QUANTIZE):
         raise ModelNotAvailableError(f"Unknown quantize option {quantize!r}; expected none, {', '.join(QUANTIZE)}.")
+    if precision not in PRECISIONS:
+        raise ModelNotAvailableError(
+            f"Unknown matmul_precision option {precision!r}; expected one of {', '.join(PRECISIONS)}."
+        )
+    if kernel == "amx-bf16x3" and precision == "highest":
+        raise ModelNotAvailableError("Model option kernel: amx-bf16x3 needs matmul_precision high, not highest.")
     if quantize and not _int8_linear_available():
         raise ModelNotAvailableError(
             "quantize: int8 needs a torch CPU build with oneDNN's int8 linear; this one has none."
@@ -367,4 +428,4 @@ def linear_options(source: ModelSource, fused: bool) -> tuple[str | None, str | 
             f"Model options kernel / quantize need the fused encoder on the CPU (a plain BERT or ViT, "
             f"fused_encoder not off, device cpu); {source.model_id} on {source.device} is not served so."
         )
-    return kernel, quantize
+    return LinearOptions(kernel, quantize, precision)

@@ -5,6 +5,12 @@
   re-packs every weight per call) reach a fraction of the read bandwidth (docs/performance.md, "Round 5").
 - `paged_decode_attention` (`csrc/paged_attention.cpp`): the engine's decode attention read in place from
   its paged KV blocks, without the gather copy SDPA's layout needs (docs/performance.md, "Round 6").
+- `packed_attention` (`csrc/packed_attention.cpp`): the encoders' bidirectional attention over packed
+  sequences, read in place from the fused query/key/value output, without SDPA's padded grid
+  (docs/performance.md, "Round 7").
+- `amx_linear_bf16x3` (`csrc/amx_linear.cpp`): the encoders' fp32 linears on AMX tiles, each product as
+  three bf16 ones (torch's float32 matmul precision "high"); CPUs with AMX only (docs/performance.md,
+  "Round 7").
 
 No library in this stack has such kernels for x86 CPUs, so these are ours: compiled once per machine by
 torch's extension builder (ninja + the system C++ compiler, ~30 s, cached in torch's extensions folder) and
@@ -30,13 +36,19 @@ __all__ = [
     "SKINNY_FP32_MAX_ROWS",
     "SKINNY_INT8_MAX_ROWS",
     "SKINNY_MAX_ROWS",
+    "amx_bf16x3_available",
+    "amx_linear_bf16x3",
+    "amx_pack_bf16x3",
     "paged_decode_attention",
     "skinny_linear",
     "native_ops_available",
+    "packed_attention",
+    "packed_attention_fits",
 ]
 
 log = logging.getLogger("taskhub")
 SOURCES = sorted((Path(__file__).parent / "csrc").glob("*.cpp"))  # one library: every op of taskhub's own
+HEADERS = sorted((Path(__file__).parent / "csrc").glob("*.h"))
 SKINNY_MAX_ROWS = 8  # bf16 weights: at 16 rows torch's bf16 GEMM wins (AMX)
 SKINNY_FP32_MAX_ROWS = 32  # fp32 weights: 1.4x MKL's sgemm at 16 rows, 1.1x at 32, slower at 64
 SKINNY_INT8_MAX_ROWS = 32  # int8 weights: still 1.6x torch's int8 weight-pack kernel at 32 rows
@@ -55,7 +67,7 @@ def _build() -> bool:
         return False
     # -march=native code must not be reused on another kind of CPU: the CPU's flags are part of the name
     digest = hashlib.sha256(
-        b"".join(p.read_bytes() for p in SOURCES) + " ".join([*_FLAGS, info.flags]).encode()
+        b"".join(p.read_bytes() for p in [*SOURCES, *HEADERS]) + " ".join([*_FLAGS, info.flags]).encode()
     ).hexdigest()[:12]
     path = os.environ.get("PATH")
     try:
@@ -118,6 +130,43 @@ def paged_decode_attention(
     table[s] laid end to end. Grouped-query heads share their kv head's reads. fp32 or bf16 (one dtype for
     all three), hd a multiple of 16 up to 256, up to 8 query heads per kv head. -> [S, heads, hd]."""
     return torch.ops.taskhub.paged_decode_attention(q, k_store, v_store, table, first_key, keys, scale)
+
+
+def packed_attention(qkv: torch.Tensor, starts: torch.Tensor, heads: int, scale: float) -> torch.Tensor:
+    """Bidirectional attention of packed sequences: qkv [N, 3 * heads * hd] fp32 (queries, keys, values side
+    by side), sequence s in rows starts[s] .. starts[s + 1] - 1 (int64, from 0 to N) -> [N, heads * hd].
+    hd a multiple of 16 up to 128. Call `native_ops_available()` first."""
+    return torch.ops.taskhub.packed_attention(qkv, starts, heads, scale)
+
+
+def packed_attention_fits(dtype: torch.dtype, head_dim: int) -> bool:
+    """Whether `packed_attention` serves this encoder here: fp32, head_dim a multiple of 16 up to 128."""
+    return dtype == torch.float32 and head_dim % 16 == 0 and head_dim <= 128 and native_ops_available()
+
+
+def amx_bf16x3_available() -> bool:
+    """Whether `amx_linear_bf16x3` runs here: native ops built on a CPU with AMX and AVX-512 BF16."""
+    info = cpu_info()
+    return info.amx and info.avx512_bf16 and native_ops_available()
+
+
+def amx_pack_bf16x3(weight: torch.Tensor) -> torch.Tensor:
+    """fp32 weight [out, in] (both multiples of 32) -> its hi and lo bf16 parts packed as AMX tiles, once per
+    layer, for `amx_linear_bf16x3`."""
+    return torch.ops.taskhub.amx_pack_bf16x3(weight)
+
+
+def amx_linear_bf16x3(
+    x: torch.Tensor,
+    packed: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    gelu: bool = False,
+    residual: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """fp32 gelu?(x [..., in] @ W.T + bias) (+ residual [..., out]) with W packed by `amx_pack_bf16x3`; each
+    product is hi*hi + hi*lo + lo*hi of bf16 parts, summed in fp32 (relative error ~4e-6). Call
+    `amx_bf16x3_available()` first."""
+    return torch.ops.taskhub.amx_linear_bf16x3(x, packed, bias, gelu, residual)
 
 
 def _register_fake() -> None:

@@ -26,6 +26,7 @@ from taskhub.cpu_kernels import (
 )
 from taskhub.errors import ModelNotAvailableError
 from taskhub.models import ModelSource
+from taskhub.native import amx_bf16x3_available
 
 ONEDNN = fused_linear_available(torch.device("cpu"), torch.float32)
 
@@ -58,12 +59,12 @@ def test_chosen_int8_kernel_computes_the_weight_only_int8_layer(rows: int) -> No
 
 def _layer_and_inputs(dtype: torch.dtype) -> tuple[nn.Linear, torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
-    layer = nn.Linear(96, 80)
+    layer = nn.Linear(96, 64)  # multiples of 32: every kernel, AMX's included, takes it
     with torch.no_grad():
-        layer.weight.copy_(torch.randn(80, 96, generator=g) * 0.1)
-        layer.bias.copy_(torch.randn(80, generator=g))
+        layer.weight.copy_(torch.randn(64, 96, generator=g) * 0.1)
+        layer.bias.copy_(torch.randn(64, generator=g))
     x = torch.randn(3, 7, 96, generator=g)
-    residual = torch.randn(3, 7, 80, generator=g)
+    residual = torch.randn(3, 7, 64, generator=g)
     return layer.to(dtype).requires_grad_(False), x.to(dtype), residual.to(dtype)
 
 
@@ -80,8 +81,10 @@ def _reference(layer: nn.Linear, x: torch.Tensor, act: str, residual: torch.Tens
 def test_every_fused_linear_kernel_computes_the_layer(
     kernel: str | None, dtype: torch.dtype, act: str, with_residual: bool
 ) -> None:
-    if kernel not in (None, "aten") and not ONEDNN:
+    if kernel not in (None, "aten", "amx-bf16x3") and not ONEDNN:
         pytest.skip("this torch build has no oneDNN linear")
+    if kernel == "amx-bf16x3" and not (dtype == torch.float32 and amx_bf16x3_available()):
+        pytest.skip("the AMX bf16x3 kernel takes fp32 on CPUs with AMX")
     layer, x, residual = _layer_and_inputs(dtype)
     linear = Linear(layer, act, kernel=kernel)
     assert linear.kernel_name == (kernel or linear.kernel_name) and linear.kernel_name in KERNELS
@@ -172,14 +175,29 @@ def test_unknown_kernel_activation_and_quantize_are_refused() -> None:
         Linear(layer, quantize="int4")
     with pytest.raises(ValueError, match="quantized"):
         Linear(layer, smooth=torch.ones(8))
+    with pytest.raises(ValueError, match="highest"):
+        Linear(layer, precision="medium")
+
+
+@pytest.mark.skipif(not amx_bf16x3_available(), reason="needs a CPU with AMX")
+def test_precision_highest_keeps_fp32_layers_off_the_amx_kernel() -> None:
+    layer, _, _ = _layer_and_inputs(torch.float32)
+    with pytest.raises(ValueError, match="not available here"):
+        Linear(layer, kernel="amx-bf16x3", precision="highest")
+    assert Linear(layer, precision="highest").kernel_name != "amx-bf16x3"
 
 
 def test_linear_options_are_checked() -> None:
     def source(**options: object) -> ModelSource:
         return ModelSource(model_id="m", path=Path("."), options=dict(options))
 
-    assert linear_options(source(kernel="aten", quantize="int8"), fused=True) == ("aten", "int8")
-    assert linear_options(source(), fused=False) == (None, None)
+    assert linear_options(source(kernel="aten", quantize="int8"), fused=True) == ("aten", "int8", "high")
+    assert linear_options(source(matmul_precision="highest"), fused=False) == (None, None, "highest")
+    assert linear_options(source(), fused=False) == (None, None, "high")
+    with pytest.raises(ModelNotAvailableError, match="highest"):
+        linear_options(source(matmul_precision="low"), fused=True)
+    with pytest.raises(ModelNotAvailableError, match="needs matmul_precision high"):
+        linear_options(source(kernel="amx-bf16x3", matmul_precision="highest"), fused=True)
     with pytest.raises(ModelNotAvailableError, match="onednn-packed"):
         linear_options(source(kernel="mkl"), fused=True)
     with pytest.raises(ModelNotAvailableError, match="int8"):

@@ -79,7 +79,11 @@ def test_cli_runs_an_image_task_on_file_paths(vit_classifier: Path, tmp_path: Pa
     )
     assert done.returncode == 0, done.stderr
     pipe = taskhub.pipeline("image-classification", str(vit_classifier))
-    assert [json.loads(line) for line in done.stdout.splitlines()] == pipe([str(p) for p in SAMPLE_FILES], top_k=2)
+    # each process times its own linear kernels, so scores agree to rounding (AMX bf16x3 vs oneDNN), not bits
+    expected = pipe([str(p) for p in SAMPLE_FILES], top_k=2)
+    assert [json.loads(line) for line in done.stdout.splitlines()] == [
+        [{**label, "score": pytest.approx(label["score"], abs=1e-5)} for label in image] for image in expected
+    ]
     failed = subprocess.run([*command, str(bad)], capture_output=True, text=True, timeout=300, check=False)
     assert failed.returncode != 0 and "Traceback" not in failed.stderr
     assert "bad.jpg" in failed.stderr and "not an image" in failed.stderr

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from taskhub.cpu_kernels import Linear, smoothing_factors
+from taskhub.native import packed_attention, packed_attention_fits
 
 
 @dataclass
@@ -34,6 +35,8 @@ class Packing:
         # a batch without padding needs no mask (and gets the faster unmasked attention kernel)
         self.mask = attention_mask[:, None, None, :].bool() if padded else None  # [B, 1, 1, T]
         self.index = attention_mask.flatten().nonzero().squeeze(1) if padded else None  # [N] positions in B * T
+        # [B + 1]: sequence b's tokens are packed rows starts[b] .. starts[b + 1] - 1 (row-major order)
+        self.starts = F.pad(attention_mask.sum(1).cumsum(0), (1, 0))
 
     def pack(self, padded: torch.Tensor) -> torch.Tensor:
         """[B, T, C] -> [N, C], the real tokens in order."""
@@ -62,6 +65,7 @@ class Layer(nn.Module):
         config: EncoderConfig,
         kernel: str | None,
         input_maxima: dict[nn.Linear, torch.Tensor] | None = None,
+        precision: str = "high",
     ) -> None:
         super().__init__()
         attention = layer.attention
@@ -73,23 +77,33 @@ class Layer(nn.Module):
                 quantize = "int8"
                 smooth = smoothing_factors(input_maxima[parts[0]], torch.cat([p.weight for p in parts]))
             if len(parts) > 1:
-                return Linear.stacked(list(parts), act, kernel, quantize, smooth)
-            return Linear(parts[0], act, kernel, quantize, smooth)
+                return Linear.stacked(list(parts), act, kernel, quantize, smooth, precision)
+            return Linear(parts[0], act, kernel, quantize, smooth, precision)
 
         self.qkv = quantized(attention.self.query, attention.self.key, attention.self.value)
         self.attn_out = quantized(attention.output.dense)
         self.attn_norm = attention.output.LayerNorm
         self.ffn_in = quantized(layer.intermediate.dense, act="gelu")
-        self.ffn_out = Linear(layer.output.dense, kernel=kernel)
+        self.ffn_out = Linear(layer.output.dense, kernel=kernel, precision=precision)
         self.ffn_norm = layer.output.LayerNorm
+        head_dim = config.hidden_size // config.num_heads
+        self.packed_attention = packed_attention_fits(self.attn_norm.weight.dtype, head_dim)
+
+    def attend(self, x: torch.Tensor, packing: Packing) -> torch.Tensor:
+        """[N, H] -> [N, H]: each sequence's tokens attend to each other. Packed in place where taskhub's
+        native kernel runs; else SDPA on the padded grid, masked."""
+        (B, T), H = packing.shape, x.shape[-1]
+        heads = self.config.num_heads
+        if self.packed_attention:
+            return packed_attention(self.qkv(x), packing.starts, heads, (H // heads) ** -0.5)
+        qkv = packing.pad(self.qkv(x)).view(B, T, 3, heads, H // heads).permute(2, 0, 3, 1, 4)  # [3, B, heads, T, d]
+        attended = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=packing.mask)  # [B, heads, T, d]
+        return packing.pack(attended.transpose(1, 2).reshape(B, T, H))
 
     def forward(self, x: torch.Tensor, packing: Packing) -> torch.Tensor:
         """x: [N, H], the batch's real tokens packed."""
-        (B, T), H = packing.shape, x.shape[-1]
-        heads = self.config.num_heads
-        qkv = packing.pad(self.qkv(x)).view(B, T, 3, heads, H // heads).permute(2, 0, 3, 1, 4)  # [3, B, heads, T, d]
-        attended = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=packing.mask)  # [B, heads, T, d]
-        attended = packing.pack(attended.transpose(1, 2).reshape(B, T, H))  # [N, H]
+        H = x.shape[-1]
+        attended = self.attend(x, packing)
         eps = self.config.layer_norm_eps
         x = F.layer_norm(self.attn_out(attended, residual=x), (H,), self.attn_norm.weight, self.attn_norm.bias, eps)
         x = F.layer_norm(self.ffn_out(self.ffn_in(x), residual=x), (H,), self.ffn_norm.weight, self.ffn_norm.bias, eps)
@@ -99,7 +113,8 @@ class Layer(nn.Module):
 class BertEncoder(nn.Module):
     """Last hidden states of a BertModel, [B, T, H], for right-padded batches (zeros at padding).
 
-    `kernel` forces one linear kernel ("aten", "onednn", "onednn-packed"; default: measured).
+    `kernel` forces one linear kernel (one of cpu_kernels.KERNELS; default: measured), `precision` is the
+    fp32 matmul precision ("high" lets fp32 linears run as bf16x3 on AMX where that is faster; "highest").
     `input_maxima` (each of bert's nn.Linear -> its largest |input| per channel on calibration text, see
     calibration.py) runs the layers' linears in dynamic int8, smoothed with them (see `Layer`).
     """
@@ -109,12 +124,15 @@ class BertEncoder(nn.Module):
         bert: nn.Module,
         kernel: str | None = None,
         input_maxima: dict[nn.Linear, torch.Tensor] | None = None,
+        precision: str = "high",
     ) -> None:
         super().__init__()
         config = bert.config
         self.config = EncoderConfig(config.hidden_size, config.num_attention_heads, config.layer_norm_eps)
         self.embeddings = bert.embeddings
-        self.layers = nn.ModuleList(Layer(layer, self.config, kernel, input_maxima) for layer in bert.encoder.layer)
+        self.layers = nn.ModuleList(
+            Layer(layer, self.config, kernel, input_maxima, precision) for layer in bert.encoder.layer
+        )
 
     @staticmethod
     def supports(model: nn.Module) -> bool:

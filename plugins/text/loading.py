@@ -94,9 +94,10 @@ def load_text_model(source: ModelSource) -> TextModel:
     """Tokenizer + model; `options.head` picks the head (default: the bare encoder).
 
     A bare BERT model also gets the fused `BertEncoder` unless `options.fused_encoder` is false;
-    `options.kernel` forces its linear kernel (default: the fastest measured here) and
+    `options.kernel` forces its linear kernel (default: the fastest measured here),
     `options.quantize: int8` runs its linears in dynamic int8, calibrated on calibration.SENTENCES
-    (CPU, bare BERT models only).
+    (CPU, bare BERT models only), and `options.matmul_precision: highest` keeps its fp32 linears off the
+    AMX bf16x3 kernel (default "high").
     """
     head = source.options.get("head", "base")
     if head not in HEADS:
@@ -106,7 +107,7 @@ def load_text_model(source: ModelSource) -> TextModel:
     model = auto_class.from_pretrained(source.path, **source.from_pretrained_kwargs()).to(source.device).eval()
     st_config = sentence_transformers_config(Path(source.path))
     fused = head == "base" and source.options.get("fused_encoder", True) and BertEncoder.supports(model)
-    kernel, quantize = linear_options(source, fused)
+    options = linear_options(source, fused)
     text_model = TextModel(
         SharedTokenizer(tokenizer),
         model,
@@ -114,6 +115,6 @@ def load_text_model(source: ModelSource) -> TextModel:
         lowercase=bool(st_config.get("do_lower_case", False)),
     )
     if fused:
-        maxima = linear_input_maxima(model, tokenizer, text_model.max_length) if quantize == "int8" else None
-        text_model.encoder = BertEncoder(model, kernel, maxima).eval()
+        maxima = linear_input_maxima(model, tokenizer, text_model.max_length) if options.quantize == "int8" else None
+        text_model.encoder = BertEncoder(model, options.kernel, maxima, options.precision).eval()
     return text_model

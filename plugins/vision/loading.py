@@ -81,8 +81,8 @@ def load_vision_model(source: ModelSource) -> VisionModel:
     if head == "zero-shot-image-classification":
         tokenizer = AutoTokenizer.from_pretrained(source.path, **source.from_pretrained_kwargs(weights=False))
     fused = source.options.get("fused_encoder", True) and ViTEncoder.supports(model)
-    kernel, quantize = linear_options(source, fused)
-    encoder = ViTEncoder(model, kernel, quantize).eval() if fused else None
+    options = linear_options(source, fused)
+    encoder = ViTEncoder(model, options.kernel, options.quantize, options.precision).eval() if fused else None
     return VisionModel(processor, model, tokenizer, encoder=encoder)
 
 

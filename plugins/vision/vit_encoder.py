@@ -23,30 +23,44 @@ from transformers.modeling_outputs import (
 from transformers.utils import ModelOutput
 
 from taskhub.cpu_kernels import Linear, fused_linear_available
+from taskhub.native import packed_attention, packed_attention_fits
 
 
 class Layer(nn.Module):
     """Pre-LayerNorm transformer layer: x = x + attn(LN(x)); x = x + mlp(LN(x))."""
 
-    def __init__(self, layer: nn.Module, config: EncoderConfig, kernel: str | None, quantize: str | None) -> None:
+    def __init__(
+        self, layer: nn.Module, config: EncoderConfig, kernel: str | None, quantize: str | None, precision: str
+    ) -> None:
         super().__init__()
         attention = layer.attention
         self.config = config
         self.attn_norm = layer.layernorm_before
         parts = [attention.q_proj, attention.k_proj, attention.v_proj]
-        self.qkv = Linear.stacked(parts, kernel=kernel, quantize=quantize)
-        self.attn_out = Linear(attention.o_proj, kernel=kernel, quantize=quantize)
+        options = {"kernel": kernel, "quantize": quantize, "precision": precision}
+        self.qkv = Linear.stacked(parts, **options)
+        self.attn_out = Linear(attention.o_proj, **options)
         self.mlp_norm = layer.layernorm_after
-        self.mlp_in = Linear(layer.mlp.fc1, act="gelu", kernel=kernel, quantize=quantize)
-        self.mlp_out = Linear(layer.mlp.fc2, kernel=kernel, quantize=quantize)
+        self.mlp_in = Linear(layer.mlp.fc1, act="gelu", **options)
+        self.mlp_out = Linear(layer.mlp.fc2, **options)
+        head_dim = config.hidden_size // config.num_heads
+        self.packed_attention = packed_attention_fits(self.attn_norm.weight.dtype, head_dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, T, H = x.shape
-        heads, eps = self.config.num_heads, self.config.layer_norm_eps
-        h = F.layer_norm(x, (H,), self.attn_norm.weight, self.attn_norm.bias, eps)
+    def attend(self, h: torch.Tensor) -> torch.Tensor:
+        """[B, T, H] -> [B, T, H]: taskhub's native attention on the images' rows laid end to end, else SDPA."""
+        B, T, H = h.shape
+        heads = self.config.num_heads
+        if self.packed_attention:
+            starts = torch.arange(0, B * T + 1, T)
+            return packed_attention(self.qkv(h).view(B * T, 3 * H), starts, heads, (H // heads) ** -0.5).view(B, T, H)
         qkv = self.qkv(h).view(B, T, 3, heads, H // heads).permute(2, 0, 3, 1, 4)  # [3, B, heads, T, d]
         attended = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])  # [B, heads, T, d]
-        x = self.attn_out(attended.transpose(1, 2).reshape(B, T, H), residual=x)
+        return attended.transpose(1, 2).reshape(B, T, H)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        H, eps = x.shape[-1], self.config.layer_norm_eps
+        h = F.layer_norm(x, (H,), self.attn_norm.weight, self.attn_norm.bias, eps)
+        x = self.attn_out(self.attend(h), residual=x)
         h = F.layer_norm(x, (H,), self.mlp_norm.weight, self.mlp_norm.bias, eps)
         return self.mlp_out(self.mlp_in(h), residual=x)
 
@@ -55,17 +69,20 @@ class ViTEncoder(nn.Module):
     """Drop-in for a ViTModel or ViTForImageClassification: same call, same ModelOutput type and values
     (within rounding: bf16 and int8 runs are checked against fp32 transformers, see tests).
 
-    `kernel` forces one linear kernel (default: measured), `quantize="int8"` runs the linears in dynamic int8.
+    `kernel` forces one linear kernel (default: measured), `quantize="int8"` runs the linears in dynamic int8,
+    `precision` is the fp32 matmul precision ("high": bf16x3 on AMX where faster; "highest").
     """
 
-    def __init__(self, model: nn.Module, kernel: str | None = None, quantize: str | None = None) -> None:
+    def __init__(
+        self, model: nn.Module, kernel: str | None = None, quantize: str | None = None, precision: str = "high"
+    ) -> None:
         super().__init__()
         self.model = model  # the original: runs every call the fused path does not cover
         vit = model.vit if isinstance(model, ViTForImageClassification) else model
         config = model.config
         self.config = EncoderConfig(config.hidden_size, config.num_attention_heads, config.layer_norm_eps)
         self.embeddings = vit.embeddings
-        self.layers = nn.ModuleList(Layer(layer, self.config, kernel, quantize) for layer in vit.layers)
+        self.layers = nn.ModuleList(Layer(layer, self.config, kernel, quantize, precision) for layer in vit.layers)
         self.norm = vit.layernorm
         self.pooler = getattr(vit, "pooler", None)  # ViTModel only
         self.classifier = getattr(model, "classifier", None)  # ViTForImageClassification only

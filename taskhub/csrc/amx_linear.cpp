@@ -1,0 +1,254 @@
+// fp32 linear layers on Intel AMX: y = act(x @ W^T + b) (+ residual), each product split into three bf16 ones.
+//
+// Why: encoders are bound by fp32 GEMMs, and a CPU's fp32 FMA units cap them (MKL and oneDNN reach ~300
+// GFLOP/s on this project's 2-core Xeon) while its AMX tiles multiply bf16 several times faster. Writing every
+// fp32 number as hi + lo, two bf16 numbers (hi its nearest bf16, lo the nearest bf16 of the rest), and summing
+// hi*hi + hi*lo + lo*hi in fp32 keeps about 16 bits of each product (relative error ~4e-6 against ~4e-7 for an
+// fp32 GEMM; the dropped lo*lo term is below 2^-16): what torch calls float32 matmul precision "high"
+// ("bf16x3"). No library here offers it on CPU (oneDNN's bf16 fpmath mode rounds to one bf16, torch's bf16
+// GEMMs round their output to bf16), hence this kernel (docs/performance.md, "Round 7").
+//
+// Layout: the weight is split and packed once (`amx_pack_bf16x3`) into 16 x 32 bf16 B tiles in AMX's pair
+// order; x is split per block of 128 rows into a thread's buffer. Each step of 32 k multiplies a 32 x 32
+// output block (four 16 x 16 fp32 tiles) by twelve tile products; k runs in chunks of KC so a block's A
+// rows stay in L1 while B tiles stream, and bias, erf GELU and the residual add are applied as each
+// block is written. Built into taskhub's native library (taskhub/native.py); on CPUs without AMX the op
+// is compiled as a stub that refuses to run, and Python never offers it there.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <immintrin.h>
+#include <sys/syscall.h>
+#include <torch/library.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "vector_math.h"
+
+namespace {
+
+constexpr int64_t TILE = 16;             // a C tile is 16 x 16 fp32; an A tile 16 rows x 32 bf16
+constexpr int64_t BLOCK = 32;            // output block: 2 x 2 C tiles
+constexpr int64_t KSTEP = 32;            // k per tile product
+constexpr int64_t B_TILE = 512;          // bf16 elements of one packed B tile (16 k pairs x 16 columns x 2)
+constexpr int64_t GROUP_ROWS = 128;      // rows of x split at once: each B tile is reused by 4 blocks from L1
+constexpr int64_t KC = 128;              // k chunk per pass over a group's blocks (measured: 192 and 384 slower)
+
+#if defined(__AMX_BF16__) && defined(__AVX512BF16__)
+
+bool amx_permitted() {  // Linux hands out AMX's tile state only on request, once per process
+  static const bool ok = [] {
+    constexpr long ARCH_REQ_XCOMP_PERM = 0x1023, XFEATURE_XTILEDATA = 18;
+    return syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
+  }();
+  return ok;
+}
+
+void configure_tiles() {  // tiles 0-3: C (16 x 16 fp32), 4-5: A (16 x 32 bf16), 6-7: B (16 x 16 pairs)
+  struct alignas(64) {
+    uint8_t palette = 1, start_row = 0, reserved[14] = {};
+    uint16_t colsb[16] = {};
+    uint8_t rows[16] = {};
+  } config;
+  for (int t = 0; t < 8; ++t) config.rows[t] = TILE, config.colsb[t] = 64;
+  _tile_loadconfig(&config);
+}
+
+inline __m512 widen(__m256bh h) {
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(reinterpret_cast<__m256i>(h)), 16));
+}
+
+// 16 floats -> their nearest bf16 (hi) and the nearest bf16 of what hi leaves (lo)
+inline void split16(const float* x, uint16_t* hi, uint16_t* lo) {
+  const __m512 v = _mm512_loadu_ps(x);
+  const __m256bh h = _mm512_cvtneps_pbh(v);
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(hi), reinterpret_cast<__m256i>(h));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(lo), reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(_mm512_sub_ps(v, widen(h)))));
+}
+
+// C tiles 0-3 += the 32 x 32 block's products over k steps [k0, k1). A: the block's two row tiles, hi at a and
+// lo at al, each k step's 16 x 32 tile contiguous (`a_next` elements to the second row tile); B: the block's
+// first 16 columns at b (hi) / bl (lo), the next 16 columns `b_next` further. Order hi*lo, hi*hi, lo*hi: each
+// switch reloads one operand pair only (8 tile loads per 12 products).
+inline void block_products(const uint16_t* a, const uint16_t* al, int64_t a_next, const uint16_t* b,
+                           const uint16_t* bl, int64_t b_next, int64_t k0, int64_t k1) {
+  for (int64_t k = k0; k < k1; ++k) {
+    const int64_t t = k * B_TILE;
+    _tile_loadd(4, a + t, 64);
+    _tile_loadd(5, a + a_next + t, 64);
+    _tile_loadd(6, bl + t, 64);
+    _tile_loadd(7, bl + b_next + t, 64);
+    _tile_dpbf16ps(0, 4, 6); _tile_dpbf16ps(1, 4, 7); _tile_dpbf16ps(2, 5, 6); _tile_dpbf16ps(3, 5, 7);  // hi lo
+    _tile_loadd(6, b + t, 64);
+    _tile_loadd(7, b + b_next + t, 64);
+    _tile_dpbf16ps(0, 4, 6); _tile_dpbf16ps(1, 4, 7); _tile_dpbf16ps(2, 5, 6); _tile_dpbf16ps(3, 5, 7);  // hi hi
+    _tile_loadd(4, al + t, 64);
+    _tile_loadd(5, al + a_next + t, 64);
+    _tile_dpbf16ps(0, 4, 6); _tile_dpbf16ps(1, 4, 7); _tile_dpbf16ps(2, 5, 6); _tile_dpbf16ps(3, 5, 7);  // lo hi
+  }
+}
+
+// where x's element (row, k) of a split group sits: 16 x 32 tiles, each contiguous, k steps of a row tile in turn
+inline int64_t tile_offset(int64_t row, int64_t k, int64_t ksteps) {
+  return ((row / TILE) * ksteps + k / KSTEP) * B_TILE + (row % TILE) * KSTEP + k % KSTEP;
+}
+
+inline void tiles_to(float* c, int64_t ldc) {
+  _tile_stored(0, c, ldc * 4); _tile_stored(1, c + TILE, ldc * 4);
+  _tile_stored(2, c + TILE * ldc, ldc * 4); _tile_stored(3, c + TILE * ldc + TILE, ldc * 4);
+}
+
+inline void tiles_from(const float* c, int64_t ldc) {
+  _tile_loadd(0, c, ldc * 4); _tile_loadd(1, c + TILE, ldc * 4);
+  _tile_loadd(2, c + TILE * ldc, ldc * 4); _tile_loadd(3, c + TILE * ldc + TILE, ldc * 4);
+}
+
+#endif
+
+void check_packed(const at::Tensor& packed) {
+  TORCH_CHECK(packed.scalar_type() == at::kBFloat16 && packed.dim() == 5 && packed.size(0) == 2 &&
+                  packed.size(3) == 16 && packed.size(4) == 32 && packed.size(1) % 2 == 0 && packed.is_contiguous(),
+              "amx_linear_bf16x3: packed must come from amx_pack_bf16x3 (bf16 [2, out/16, in/32, 16, 32]), got ",
+              packed.scalar_type(), " ", packed.sizes());
+}
+
+// weight [out, in] fp32 -> [2 (hi, lo), out/16, in/32, 16, 32] bf16: B tiles holding W^T in AMX's pair order
+at::Tensor amx_pack_bf16x3(const at::Tensor& weight) {
+  TORCH_CHECK(weight.dim() == 2 && weight.scalar_type() == at::kFloat,
+              "amx_pack_bf16x3: weight must be 2-d float32 [out, in], got ", weight.scalar_type(), " ", weight.sizes());
+  const int64_t N = weight.size(0), K = weight.size(1);
+  TORCH_CHECK(N % BLOCK == 0 && K % KSTEP == 0, "amx_pack_bf16x3: out and in must be multiples of 32, got ",
+              weight.sizes());
+  const auto w = weight.contiguous();
+  auto packed = at::empty({2, N / TILE, K / KSTEP, TILE, 32}, weight.options().dtype(at::kBFloat16));
+  const float* src = w.data_ptr<float>();
+  at::BFloat16* hi = packed.data_ptr<at::BFloat16>();
+  at::BFloat16* lo = hi + N * K;
+  at::parallel_for(0, N / TILE, 1, [&](int64_t first, int64_t last) {
+    for (int64_t nb = first; nb < last; ++nb)
+      for (int64_t kb = 0; kb < K / KSTEP; ++kb) {
+        const int64_t tile = (nb * (K / KSTEP) + kb) * B_TILE;
+        for (int64_t pair = 0; pair < 16; ++pair)
+          for (int64_t col = 0; col < TILE; ++col)
+            for (int64_t i = 0; i < 2; ++i) {  // element (k = 2 pair + i, n = col) sits at [pair][2 col + i]
+              const float v = src[(nb * TILE + col) * K + kb * KSTEP + 2 * pair + i];
+              const at::BFloat16 h(v);
+              hi[tile + pair * 32 + col * 2 + i] = h;
+              lo[tile + pair * 32 + col * 2 + i] = at::BFloat16(v - static_cast<float>(h));
+            }
+      }
+  });
+  return packed;
+}
+
+at::Tensor amx_linear_bf16x3(const at::Tensor& x, const at::Tensor& packed, const c10::optional<at::Tensor>& bias,
+                             bool gelu, const c10::optional<at::Tensor>& residual) {
+  check_packed(packed);
+  const int64_t N = packed.size(1) * TILE, K = packed.size(2) * KSTEP;
+  TORCH_CHECK(x.scalar_type() == at::kFloat && x.dim() >= 1 && x.size(-1) == K,
+              "amx_linear_bf16x3: x must be float32 [..., ", K, "], got ", x.scalar_type(), " ", x.sizes());
+  TORCH_CHECK(!bias || (bias->scalar_type() == at::kFloat && bias->dim() == 1 && bias->size(0) == N),
+              "amx_linear_bf16x3: bias must be float32 [", N, "]");
+  auto out_shape = x.sizes().vec();
+  out_shape.back() = N;
+  TORCH_CHECK(!residual || (residual->scalar_type() == at::kFloat && residual->sizes().vec() == out_shape),
+              "amx_linear_bf16x3: residual must be float32 ", at::IntArrayRef(out_shape));
+#if defined(__AMX_BF16__) && defined(__AVX512BF16__)
+  TORCH_CHECK(amx_permitted(), "amx_linear_bf16x3: the kernel refused AMX's tile state to this process");
+  const auto xs = x.reshape({-1, K}).contiguous();
+  const int64_t M = xs.size(0);
+  // rows padded to whole blocks: partial sums of every block live in the output itself between k chunks
+  auto out = at::empty({(M + BLOCK - 1) / BLOCK * BLOCK, N}, x.options());
+  const auto bias_c = bias ? bias->contiguous() : at::Tensor();
+  const auto res_c = residual ? residual->reshape({-1, N}).contiguous() : at::Tensor();
+  const float* src = xs.data_ptr<float>();
+  const float* b = bias ? bias_c.data_ptr<float>() : nullptr;
+  const float* res = residual ? res_c.data_ptr<float>() : nullptr;
+  float* o = out.data_ptr<float>();
+  const uint16_t* w_hi = reinterpret_cast<const uint16_t*>(packed.data_ptr());
+  const uint16_t* w_lo = w_hi + N * K;
+  const int64_t ksteps = K / KSTEP, next = ksteps * B_TILE, blocks_n = N / BLOCK;
+  const int64_t groups = (M + GROUP_ROWS - 1) / GROUP_ROWS;
+  // work items (group of rows, chunk of columns): at least 4 so both threads stay busy on short inputs
+  const int64_t chunk = std::max<int64_t>(1, blocks_n / ((4 + groups - 1) / groups));
+  const int64_t chunks = (blocks_n + chunk - 1) / chunk;
+  at::parallel_for(0, groups * chunks, 1, [&](int64_t first, int64_t last) {
+    configure_tiles();
+    thread_local std::vector<uint16_t> split;  // x's group rows as hi then lo
+    split.resize(std::max<size_t>(split.size(), 2 * GROUP_ROWS * K));
+    uint16_t* a = split.data();
+    uint16_t* al = a + GROUP_ROWS * K;
+    alignas(64) float block[BLOCK * BLOCK];
+    int64_t split_group = -1;
+    for (int64_t item = first; item < last; ++item) {
+      const int64_t g = item / chunks, row0 = g * GROUP_ROWS, rows = std::min(GROUP_ROWS, M - row0);
+      const int64_t row_blocks = (rows + BLOCK - 1) / BLOCK;
+      if (g != split_group) {  // consecutive items share their group: split it once
+        for (int64_t r = 0; r < row_blocks * BLOCK; ++r) {
+          if (r < rows) {
+            for (int64_t k = 0; k < K; k += 16) {
+              const int64_t t = tile_offset(r, k, ksteps);
+              split16(src + (row0 + r) * K + k, a + t, al + t);
+            }
+          } else {
+            for (int64_t k = 0; k < K; k += 16) {
+              const int64_t t = tile_offset(r, k, ksteps);
+              std::memset(a + t, 0, 32);
+              std::memset(al + t, 0, 32);
+            }
+          }
+        }
+        split_group = g;
+      }
+      const int64_t c0 = (item % chunks) * chunk, c1 = std::min(blocks_n, c0 + chunk);
+      for (int64_t k0 = 0; k0 < ksteps; k0 += KC / KSTEP) {
+        const int64_t k1 = std::min(ksteps, k0 + KC / KSTEP);
+        for (int64_t nb = c0; nb < c1; ++nb) {
+          const int64_t n0 = nb * BLOCK;
+          for (int64_t rb = 0; rb < row_blocks; ++rb) {
+            const int64_t r0 = row0 + rb * BLOCK;
+            float* c = o + r0 * N + n0;
+            if (k0 == 0) {
+              _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
+            } else {
+              tiles_from(c, N);
+            }
+            block_products(a + rb * BLOCK * K, al + rb * BLOCK * K, TILE * K, w_hi + n0 / TILE * next,
+                           w_lo + n0 / TILE * next, next, k0, k1);
+            if (k1 < ksteps) {
+              tiles_to(c, N);
+              continue;
+            }
+            tiles_to(block, BLOCK);  // the last chunk: epilogue on the way out
+            for (int64_t r = 0; r < std::min(BLOCK, M - r0); ++r)
+              for (int64_t h = 0; h < BLOCK; h += 16) {
+                __m512 v = _mm512_load_ps(block + r * BLOCK + h);
+                if (b) v = _mm512_add_ps(v, _mm512_loadu_ps(b + n0 + h));
+                if (gelu) v = taskhub_vec::gelu16(v);
+                if (res) v = _mm512_add_ps(v, _mm512_loadu_ps(res + (r0 + r) * N + n0 + h));
+                _mm512_storeu_ps(c + r * N + h, v);
+              }
+          }
+        }
+      }
+    }
+    _tile_release();
+  });
+  return out.narrow(0, 0, M).view(out_shape);
+#else
+  TORCH_CHECK(false, "amx_linear_bf16x3: this CPU has no AMX-BF16; taskhub does not offer the kernel here");
+#endif
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(taskhub, m) {
+  m.def("amx_pack_bf16x3(Tensor weight) -> Tensor");
+  m.def("amx_linear_bf16x3(Tensor x, Tensor packed, Tensor? bias, bool gelu, Tensor? residual) -> Tensor");
+}
+TORCH_LIBRARY_IMPL(taskhub, CPU, m) {
+  m.impl("amx_pack_bf16x3", &amx_pack_bf16x3);
+  m.impl("amx_linear_bf16x3", &amx_linear_bf16x3);
+}
