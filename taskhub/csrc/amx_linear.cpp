@@ -10,7 +10,7 @@
 //
 // Layout: the weight is split and packed once (`amx_pack_bf16x3`) into 16 x 32 bf16 B tiles in AMX's pair
 // order; x is split per block of 128 rows into a thread's buffer. Each step of 32 k multiplies a 32 x 32
-// output block (four 16 x 16 fp32 tiles) by twelve tile products; k runs in chunks of KC so a block's A
+// output block (four 16 x 16 fp32 tiles) by twelve tile products; k runs in chunks so a block's A
 // rows stay in L1 while B tiles stream, and bias, erf GELU and the residual add are applied as each
 // block is written. Built into taskhub's native library (taskhub/native.py); on CPUs without AMX the op
 // is compiled as a stub that refuses to run, and Python never offers it there.
@@ -33,8 +33,10 @@ constexpr int64_t TILE = 16;             // a C tile is 16 x 16 fp32; an A tile 
 constexpr int64_t BLOCK = 32;            // output block: 2 x 2 C tiles
 constexpr int64_t KSTEP = 32;            // k per tile product
 constexpr int64_t B_TILE = 512;          // bf16 elements of one packed B tile (16 k pairs x 16 columns x 2)
-constexpr int64_t GROUP_ROWS = 128;      // rows of x split at once: each B tile is reused by 4 blocks from L1
-constexpr int64_t KC = 128;              // k chunk per pass over a group's blocks (measured: 192 and 384 slower)
+constexpr int64_t GROUP_ROWS = 256;      // rows of x split at once: each B tile is reused by 8 blocks from L1
+// k per pass over a group's blocks: 128 for in-features below 768 (64 and 256 were slower at MiniLM's 384),
+// 256 from 768 (~1.1x over 128 at ViT-base's 768 and 3072, interleaved A/B: docs/performance.md, "Round 7")
+inline int64_t k_chunk(int64_t K) { return K >= 768 ? 256 : 128; }
 
 #if defined(__AMX_BF16__) && defined(__AVX512BF16__)
 
@@ -170,7 +172,7 @@ at::Tensor amx_linear_bf16x3(const at::Tensor& x, const at::Tensor& packed, cons
   const uint16_t* w_hi = reinterpret_cast<const uint16_t*>(packed.data_ptr());
   const uint16_t* w_lo = w_hi + N * K;
   const int64_t ksteps = K / KSTEP, next = ksteps * B_TILE, blocks_n = N / BLOCK;
-  const int64_t groups = (M + GROUP_ROWS - 1) / GROUP_ROWS;
+  const int64_t groups = (M + GROUP_ROWS - 1) / GROUP_ROWS, kc = k_chunk(K);
   // work items (group of rows, chunk of columns): at least 4 so both threads stay busy on short inputs
   const int64_t chunk = std::max<int64_t>(1, blocks_n / ((4 + groups - 1) / groups));
   const int64_t chunks = (blocks_n + chunk - 1) / chunk;
@@ -203,8 +205,8 @@ at::Tensor amx_linear_bf16x3(const at::Tensor& x, const at::Tensor& packed, cons
         split_group = g;
       }
       const int64_t c0 = (item % chunks) * chunk, c1 = std::min(blocks_n, c0 + chunk);
-      for (int64_t k0 = 0; k0 < ksteps; k0 += KC / KSTEP) {
-        const int64_t k1 = std::min(ksteps, k0 + KC / KSTEP);
+      for (int64_t k0 = 0; k0 < ksteps; k0 += kc / KSTEP) {
+        const int64_t k1 = std::min(ksteps, k0 + kc / KSTEP);
         for (int64_t nb = c0; nb < c1; ++nb) {
           const int64_t n0 = nb * BLOCK;
           for (int64_t rb = 0; rb < row_blocks; ++rb) {
