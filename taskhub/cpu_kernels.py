@@ -221,7 +221,7 @@ class _AmxBf16x3(_Kernel):
         return amx_linear_bf16x3(x, self.packed, self.bias, self.act == "gelu", residual)
 
 
-def amx_bf16x3_fits(weight: torch.Tensor) -> bool:
+def _amx_bf16x3_fits(weight: torch.Tensor) -> bool:
     """The AMX bf16x3 kernel runs here for this weight: fp32 on a CPU with AMX, both sides multiples of 32."""
     out_features, in_features = weight.shape
     return (
@@ -315,7 +315,7 @@ def _candidates(weight: torch.Tensor, bias: torch.Tensor | None, act: str, preci
     if fused_linear_available(weight.device, weight.dtype):
         kernels["onednn"] = _OneDNN(weight, bias, act, packed=False)
         kernels["onednn-packed"] = _OneDNN(weight, bias, act, packed=True)
-    if precision == "high" and amx_bf16x3_fits(weight):
+    if precision == "high" and _amx_bf16x3_fits(weight):
         kernels["amx-bf16x3"] = _AmxBf16x3(weight, bias, act)
     return kernels
 
@@ -419,6 +419,10 @@ def linear_options(source: ModelSource, fused: bool) -> LinearOptions:
         )
     if kernel == "amx-bf16x3" and precision == "highest":
         raise ModelNotAvailableError("Model option kernel: amx-bf16x3 needs matmul_precision high, not highest.")
+    if kernel == "amx-bf16x3" and not amx_bf16x3_available():
+        raise ModelNotAvailableError(
+            f"Model option kernel: amx-bf16x3 needs a CPU with AMX and taskhub's native ops; this one is {cpu_info().line()}."
+        )
     if quantize and not _int8_linear_available():
         raise ModelNotAvailableError(
             "quantize: int8 needs a torch CPU build with oneDNN's int8 linear; this one has none."

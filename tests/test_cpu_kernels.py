@@ -198,6 +198,11 @@ def test_linear_options_are_checked() -> None:
         linear_options(source(matmul_precision="low"), fused=True)
     with pytest.raises(ModelNotAvailableError, match="needs matmul_precision high"):
         linear_options(source(kernel="amx-bf16x3", matmul_precision="highest"), fused=True)
+    if amx_bf16x3_available():
+        assert linear_options(source(kernel="amx-bf16x3"), fused=True).kernel == "amx-bf16x3"
+    else:
+        with pytest.raises(ModelNotAvailableError, match="needs a CPU with AMX"):
+            linear_options(source(kernel="amx-bf16x3"), fused=True)
     with pytest.raises(ModelNotAvailableError, match="onednn-packed"):
         linear_options(source(kernel="mkl"), fused=True)
     with pytest.raises(ModelNotAvailableError, match="int8"):

