@@ -9,10 +9,10 @@
 // GEMMs round their output to bf16), hence this kernel (docs/performance.md, "Round 7").
 //
 // Layout: the weight is split and packed once (`amx_pack_bf16x3`) into 16 x 32 bf16 B tiles in AMX's pair
-// order; x is split per block of 128 rows into a thread's buffer. Each step of 32 k multiplies a 32 x 32
-// output block (four 16 x 16 fp32 tiles) by twelve tile products; k runs in chunks so a block's A
-// rows stay in L1 while B tiles stream, and bias, erf GELU and the residual add are applied as each
-// block is written. Built into taskhub's native library (taskhub/native.py); on CPUs without AMX the op
+// order; x is split per group of 256 rows into a thread's buffer of 16 x 32 tiles, each contiguous. Each step
+// of 32 k multiplies a 32 x 32 output block (four 16 x 16 fp32 tiles) by twelve tile products; k runs in
+// chunks so each chunk's B tiles are reused from L1 by the group's 8 row blocks, and bias, erf GELU and the
+// residual add are applied as each block is written. Built into taskhub's native library (taskhub/native.py); on CPUs without AMX the op
 // is compiled as a stub that refuses to run, and Python never offers it there.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
