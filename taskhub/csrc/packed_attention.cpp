@@ -55,24 +55,14 @@ void scores_block(const float* const* queries, const float* kt, int64_t d, int64
   }
 }
 
-// softmax over the first len entries of a row in place; returns 1 / the sum of its exponentials
+// softmax over the first len entries of a row in place, unnormalized; returns 1 / the sum of its exponentials
 inline float softmax_unnormalized(float* row, int64_t len) {
   __m512 m = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
   int64_t j = 0;
   for (; j + 16 <= len; j += 16) m = _mm512_max_ps(m, _mm512_loadu_ps(row + j));
   const __mmask16 tail = static_cast<__mmask16>((1u << (len - j)) - 1);
   m = _mm512_mask_max_ps(m, tail, m, _mm512_maskz_loadu_ps(tail, row + j));
-  const __m512 max = _mm512_set1_ps(_mm512_reduce_max_ps(m));
-  __m512 sum = _mm512_setzero_ps();
-  for (j = 0; j + 16 <= len; j += 16) {
-    const __m512 e = taskhub_vec::exp16(_mm512_sub_ps(_mm512_loadu_ps(row + j), max));
-    _mm512_storeu_ps(row + j, e);
-    sum = _mm512_add_ps(sum, e);
-  }
-  const __m512 e = _mm512_maskz_mov_ps(tail, taskhub_vec::exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(tail, row + j), max)));
-  _mm512_mask_storeu_ps(row + j, tail, e);
-  sum = _mm512_add_ps(sum, e);
-  return 1.0f / _mm512_reduce_add_ps(sum);
+  return 1.0f / taskhub_vec::exp_sum(row, len, _mm512_reduce_max_ps(m));
 }
 
 // QB query rows of one (sequence, head): out[q] = softmax(scores[q]) @ V, V rows `ld` apart
@@ -104,12 +94,13 @@ void attend_sequence_head(const float* qkv, float* out, int64_t first, int64_t l
   constexpr int QB = DV <= 4 ? 4 : 2;  // query rows per pass: their accumulators fill the registers
   const int64_t hidden = heads * d, ld = 3 * hidden, lp = (len + 15) / 16 * 16;
   thread_local std::vector<float> kt_buf, score_buf;
-  kt_buf.assign(d * lp, 0.0f);
+  kt_buf.resize(std::max<size_t>(kt_buf.size(), d * lp));
   score_buf.resize(std::max<size_t>(score_buf.size(), QB * lp));
   float* kt = kt_buf.data();
   const float* k = qkv + first * ld + hidden + h * d;
   for (int64_t j = 0; j < len; ++j)
     for (int64_t c = 0; c < d; ++c) kt[c * lp + j] = k[j * ld + c];  // keys transposed: 16 keys per load
+  for (int64_t c = 0; c < d; ++c) std::fill(kt + c * lp + len, kt + (c + 1) * lp, 0.0f);  // padded keys score 0
   const float* v = qkv + first * ld + 2 * hidden + h * d;
   int64_t i = 0;
   for (; i + QB <= len; i += QB) {

@@ -22,8 +22,6 @@
 
 namespace {
 
-using taskhub_vec::exp16;
-
 constexpr int MAX_VECS = 16;  // head_dim up to 256 (16 vectors of 16 floats)
 constexpr int MAX_GROUP = 8;  // query heads per kv head
 
@@ -59,24 +57,7 @@ void attend_one(const Q* q, const KV* k_store, const KV* v_store, const int64_t*
       best[g] = std::max(best[g], s);
     }
   }
-  for (int g = 0; g < group; ++g) {
-    float* row = scores.data() + g * L;
-    const __m512 m = _mm512_set1_ps(best[g]);
-    __m512 sum = _mm512_setzero_ps();
-    int64_t i = 0;
-    for (; i + 16 <= L; i += 16) {
-      const __m512 e = exp16(_mm512_sub_ps(_mm512_loadu_ps(row + i), m));
-      _mm512_storeu_ps(row + i, e);
-      sum = _mm512_add_ps(sum, e);
-    }
-    if (i < L) {
-      const __mmask16 mask = static_cast<__mmask16>((1u << (L - i)) - 1);
-      const __m512 e = _mm512_maskz_mov_ps(mask, exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(mask, row + i), m)));
-      _mm512_mask_storeu_ps(row + i, mask, e);
-      sum = _mm512_add_ps(sum, e);
-    }
-    total[g] = _mm512_reduce_add_ps(sum);
-  }
+  for (int g = 0; g < group; ++g) total[g] = taskhub_vec::exp_sum(scores.data() + g * L, L, best[g]);
   __m512 acc[MAX_GROUP][MAX_VECS];
   for (int g = 0; g < group; ++g)
     for (int u = 0; u < vecs; ++u) acc[g][u] = _mm512_setzero_ps();

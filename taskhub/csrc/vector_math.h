@@ -2,6 +2,8 @@
 #pragma once
 #include <immintrin.h>
 
+#include <cstdint>
+
 namespace taskhub_vec {
 
 // e^x for 16 floats: 2^n * e^r with n = round(x / ln 2), |r| <= ln 2 / 2, e^r by its degree-6 Taylor polynomial
@@ -20,6 +22,25 @@ inline __m512 exp16(__m512 x) {
   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
   return _mm512_scalef_ps(p, n);
+}
+
+// row[0 .. len) = e^(row - max) in place; returns their sum (the softmax's denominator)
+inline float exp_sum(float* row, int64_t len, float max) {
+  const __m512 m = _mm512_set1_ps(max);
+  __m512 sum = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= len; i += 16) {
+    const __m512 e = exp16(_mm512_sub_ps(_mm512_loadu_ps(row + i), m));
+    _mm512_storeu_ps(row + i, e);
+    sum = _mm512_add_ps(sum, e);
+  }
+  if (i < len) {
+    const __mmask16 mask = static_cast<__mmask16>((1u << (len - i)) - 1);
+    const __m512 e = _mm512_maskz_mov_ps(mask, exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(mask, row + i), m)));
+    _mm512_mask_storeu_ps(row + i, mask, e);
+    sum = _mm512_add_ps(sum, e);
+  }
+  return _mm512_reduce_add_ps(sum);
 }
 
 // erf GELU, x * (1 + erf(x / sqrt 2)) / 2, as torch's F.gelu: erf by Abramowitz & Stegun 7.1.26
