@@ -28,6 +28,7 @@ from .native import (
     SKINNY_INT8_MAX_ROWS,
     SKINNY_MAX_ROWS,
     amx_bf16x3_available,
+    amx_gelu_mlp_bf16x3,
     amx_linear_bf16x3,
     amx_pack_bf16x3,
     native_ops_available,
@@ -39,6 +40,7 @@ __all__ = [
     "PRECISIONS",
     "QUANTIZE",
     "CpuInfo",
+    "GeluMlp",
     "Int8LinearFn",
     "Linear",
     "LinearOptions",
@@ -62,6 +64,7 @@ KERNELS = ("aten", "onednn", "onednn-packed", "amx-bf16x3")  # Linear(kernel=...
 PRECISIONS = ("high", "highest")
 QUANTIZE = ("int8",)  # Linear(quantize=...): dynamic int8 (weights per output channel, activations per token)
 OUTLIER_ROW_ERROR = 0.03  # int8 Linear: output rows losing more than this share of their weights' norm run in fp32
+FUSED_MLP_ROWS_PER_THREAD = 64  # GeluMlp: fewer rows per thread run as two calls (each splits columns instead)
 SMOOTH_ALPHA = 0.6  # smoothing_factors: how much of an input channel's range moves into the weights
 
 
@@ -394,6 +397,29 @@ class Linear(nn.Module):
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         return self._kernel(x, residual)
+
+
+class GeluMlp(nn.Module):
+    """A transformer's feed-forward block, down(GELU(up(x))) (+ residual), on two `Linear`s (`up` made with
+    act="gelu"). Where both run on AMX bf16x3 and each thread gets FUSED_MLP_ROWS_PER_THREAD rows or more, one
+    native call carries each group of rows through both: the GELU output stays in the thread's cache as the
+    second linear's bf16 parts instead of going to memory in fp32 and being split again (1.15-1.3x the two
+    calls at MiniLM and ViT-base shapes, docs/performance.md, "Round 8")."""
+
+    def __init__(self, up: Linear, down: Linear) -> None:
+        super().__init__()
+        if up.act != "gelu" or down.act != "none":
+            raise ValueError(f"GeluMlp needs up with act='gelu' and down with act='none', got {up.act!r}, {down.act!r}")
+        self.up, self.down = up, down
+        self.fused = isinstance(up._kernel, _AmxBf16x3) and isinstance(down._kernel, _AmxBf16x3)
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        rows = x.numel() // x.shape[-1]
+        if self.fused and rows >= FUSED_MLP_ROWS_PER_THREAD * torch.get_num_threads():
+            up, down = self.up._kernel, self.down._kernel
+            assert isinstance(up, _AmxBf16x3) and isinstance(down, _AmxBf16x3)
+            return amx_gelu_mlp_bf16x3(x, up.packed, up.bias, down.packed, down.bias, residual)
+        return self.down(self.up(x), residual)
 
 
 class LinearOptions(NamedTuple):

@@ -10,7 +10,7 @@
   (docs/performance.md, "Round 7").
 - `amx_linear_bf16x3` (`csrc/amx_linear.cpp`): the encoders' fp32 linears on AMX tiles, each product as
   three bf16 ones (torch's float32 matmul precision "high"); CPUs with AMX only (docs/performance.md,
-  "Round 7").
+  "Round 7"). `amx_gelu_mlp_bf16x3`: a feed-forward block's two linears in one call ("Round 8").
 
 No library in this stack has such kernels for x86 CPUs, so these are ours: compiled once per machine by
 torch's extension builder (ninja + the system C++ compiler, ~30 s, cached in torch's extensions folder) and
@@ -37,6 +37,7 @@ __all__ = [
     "SKINNY_INT8_MAX_ROWS",
     "SKINNY_MAX_ROWS",
     "amx_bf16x3_available",
+    "amx_gelu_mlp_bf16x3",
     "amx_linear_bf16x3",
     "amx_pack_bf16x3",
     "paged_decode_attention",
@@ -167,6 +168,20 @@ def amx_linear_bf16x3(
     product is hi*hi + hi*lo + lo*hi of bf16 parts, summed in fp32 (relative error ~4e-6). Call
     `amx_bf16x3_available()` first."""
     return torch.ops.taskhub.amx_linear_bf16x3(x, packed, bias, gelu, residual)
+
+
+def amx_gelu_mlp_bf16x3(
+    x: torch.Tensor,
+    up: torch.Tensor,
+    up_bias: torch.Tensor | None,
+    down: torch.Tensor,
+    down_bias: torch.Tensor | None,
+    residual: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """A feed-forward block, down(GELU(up(x))) (+ residual), both linears packed by `amx_pack_bf16x3`: what two
+    `amx_linear_bf16x3` calls compute, but each thread carries its rows through both, the GELU output going
+    straight into the second linear's bf16 parts in cache. Call `amx_bf16x3_available()` first."""
+    return torch.ops.taskhub.amx_gelu_mlp_bf16x3(x, up, up_bias, down, down_bias, residual)
 
 
 def _register_fake() -> None:

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from taskhub.cpu_kernels import Linear, smoothing_factors
+from taskhub.cpu_kernels import GeluMlp, Linear, smoothing_factors
 from taskhub.native import packed_attention, packed_attention_fits
 
 
@@ -83,8 +83,8 @@ class Layer(nn.Module):
         self.qkv = quantized(attention.self.query, attention.self.key, attention.self.value)
         self.attn_out = quantized(attention.output.dense)
         self.attn_norm = attention.output.LayerNorm
-        self.ffn_in = quantized(layer.intermediate.dense, act="gelu")
-        self.ffn_out = Linear(layer.output.dense, kernel=kernel, precision=precision)
+        ffn_out = Linear(layer.output.dense, kernel=kernel, precision=precision)
+        self.ffn = GeluMlp(quantized(layer.intermediate.dense, act="gelu"), ffn_out)
         self.ffn_norm = layer.output.LayerNorm
         head_dim = config.hidden_size // config.num_heads
         self.packed_attention = packed_attention_fits(self.attn_norm.weight.dtype, head_dim)
@@ -106,7 +106,7 @@ class Layer(nn.Module):
         attended = self.attend(x, packing)
         eps = self.config.layer_norm_eps
         x = F.layer_norm(self.attn_out(attended, residual=x), (H,), self.attn_norm.weight, self.attn_norm.bias, eps)
-        x = F.layer_norm(self.ffn_out(self.ffn_in(x), residual=x), (H,), self.ffn_norm.weight, self.ffn_norm.bias, eps)
+        x = F.layer_norm(self.ffn(x, residual=x), (H,), self.ffn_norm.weight, self.ffn_norm.bias, eps)
         return x
 
 

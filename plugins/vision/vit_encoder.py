@@ -22,7 +22,7 @@ from transformers.modeling_outputs import (
 )
 from transformers.utils import ModelOutput
 
-from taskhub.cpu_kernels import Linear, fused_linear_available
+from taskhub.cpu_kernels import GeluMlp, Linear, fused_linear_available
 from taskhub.native import packed_attention, packed_attention_fits
 
 
@@ -41,8 +41,7 @@ class Layer(nn.Module):
         self.qkv = Linear.stacked(parts, **options)
         self.attn_out = Linear(attention.o_proj, **options)
         self.mlp_norm = layer.layernorm_after
-        self.mlp_in = Linear(layer.mlp.fc1, act="gelu", **options)
-        self.mlp_out = Linear(layer.mlp.fc2, **options)
+        self.mlp = GeluMlp(Linear(layer.mlp.fc1, act="gelu", **options), Linear(layer.mlp.fc2, **options))
         head_dim = config.hidden_size // config.num_heads
         self.packed_attention = packed_attention_fits(self.attn_norm.weight.dtype, head_dim)
 
@@ -62,7 +61,7 @@ class Layer(nn.Module):
         h = F.layer_norm(x, (H,), self.attn_norm.weight, self.attn_norm.bias, eps)
         x = self.attn_out(self.attend(h), residual=x)
         h = F.layer_norm(x, (H,), self.mlp_norm.weight, self.mlp_norm.bias, eps)
-        return self.mlp_out(self.mlp_in(h), residual=x)
+        return self.mlp(h, residual=x)
 
 
 class ViTEncoder(nn.Module):

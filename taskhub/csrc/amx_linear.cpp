@@ -37,6 +37,11 @@ constexpr int64_t GROUP_ROWS = 256;      // rows of x split at once: each B tile
 // k per pass over a group's blocks: 128 for in-features below 768 (64 and 256 were slower at MiniLM's 384),
 // 256 from 768 (~1.1x over 128 at ViT-base's 768 and 3072, interleaved A/B: docs/performance.md, "Round 7")
 inline int64_t k_chunk(int64_t K) { return K >= 768 ? 256 : 128; }
+// amx_gelu_mlp_bf16x3: rows a thread carries through both linears at once (64 and 256 were slower: with
+// MiniLM's 1536 hidden features both splits and the partial sums stay within a 2 MB L2), and hidden features
+// finished per pass of the first linear (its partial sums: 64 KB)
+constexpr int64_t MLP_ROWS = 128;
+constexpr int64_t MLP_UP_BLOCKS = 4;
 
 #if defined(__AMX_BF16__) && defined(__AVX512BF16__)
 
@@ -145,18 +150,134 @@ at::Tensor amx_pack_bf16x3(const at::Tensor& weight) {
   return packed;
 }
 
-at::Tensor amx_linear_bf16x3(const at::Tensor& x, const at::Tensor& packed, const c10::optional<at::Tensor>& bias,
-                             bool gelu, const c10::optional<at::Tensor>& residual) {
+#if defined(__AMX_BF16__) && defined(__AVX512BF16__)
+
+// x's rows [0, rows) (row stride ld) as hi / lo tiles at a / al (tile_offset layout), zero rows up to a whole block
+void split_rows(const float* x, int64_t ld, int64_t rows, int64_t K, uint16_t* a, uint16_t* al) {
+  const int64_t ksteps = K / KSTEP;
+  for (int64_t r = 0; r < (rows + BLOCK - 1) / BLOCK * BLOCK; ++r)
+    for (int64_t k = 0; k < K; k += 16) {
+      const int64_t t = tile_offset(r, k, ksteps);
+      if (r < rows) {
+        split16(x + r * ld + k, a + t, al + t);
+      } else {
+        std::memset(a + t, 0, 32);
+        std::memset(al + t, 0, 32);
+      }
+    }
+}
+
+// The products of a split group of `rows` rows (a / al, K in-features) and output blocks [c0, c1) of a packed
+// weight. Partial sums live at acc (row stride ldc, column 0 = block c0) between k chunks; each finished 32 x 32
+// block goes to finish(block, first row in the group, first column, rows of it that are real).
+template <class Finish>
+void multiply_group(const uint16_t* a, const uint16_t* al, int64_t rows, int64_t K, const uint16_t* w_hi,
+                    const uint16_t* w_lo, int64_t c0, int64_t c1, float* acc, int64_t ldc, Finish&& finish) {
+  const int64_t ksteps = K / KSTEP, next = ksteps * B_TILE, kc = k_chunk(K) / KSTEP;
+  const int64_t row_blocks = (rows + BLOCK - 1) / BLOCK;
+  alignas(64) float block[BLOCK * BLOCK];
+  for (int64_t k0 = 0; k0 < ksteps; k0 += kc) {
+    const int64_t k1 = std::min(ksteps, k0 + kc);
+    for (int64_t nb = c0; nb < c1; ++nb) {
+      const int64_t n0 = nb * BLOCK;
+      for (int64_t rb = 0; rb < row_blocks; ++rb) {
+        float* c = acc + rb * BLOCK * ldc + (nb - c0) * BLOCK;
+        if (k0 == 0) {
+          _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
+        } else {
+          tiles_from(c, ldc);
+        }
+        block_products(a + rb * BLOCK * K, al + rb * BLOCK * K, TILE * K, w_hi + n0 / TILE * next,
+                       w_lo + n0 / TILE * next, next, k0, k1);
+        if (k1 < ksteps) {
+          tiles_to(c, ldc);
+        } else {
+          tiles_to(block, BLOCK);
+          finish(block, rb * BLOCK, n0, std::min(BLOCK, rows - rb * BLOCK));
+        }
+      }
+    }
+  }
+}
+
+// bias (if any), then erf GELU (if asked) on 16 outputs starting at column n
+inline __m512 bias_gelu(__m512 v, const float* bias, int64_t n, bool gelu) {
+  if (bias) v = _mm512_add_ps(v, _mm512_loadu_ps(bias + n));
+  return gelu ? taskhub_vec::gelu16(v) : v;
+}
+
+// finish() for an fp32 output: out rows from the group's first row (row stride ldo), + residual (same layout)
+struct WriteOut {
+  float* out;
+  const float* residual;
+  int64_t ldo;
+  const float* bias;
+  bool gelu;
+  void operator()(const float* block, int64_t r0, int64_t n0, int64_t rows) const {
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t h = 0; h < BLOCK; h += 16) {
+        __m512 v = bias_gelu(_mm512_load_ps(block + r * BLOCK + h), bias, n0 + h, gelu);
+        if (residual) v = _mm512_add_ps(v, _mm512_loadu_ps(residual + (r0 + r) * ldo + n0 + h));
+        _mm512_storeu_ps(out + (r0 + r) * ldo + n0 + h, v);
+      }
+  }
+};
+
+// finish() for an input of the next linear: GELU(block + bias) split into hi / lo tiles (K in-features there)
+struct WriteSplit {
+  uint16_t* a;
+  uint16_t* al;
+  int64_t K;
+  const float* bias;
+  void operator()(const float* block, int64_t r0, int64_t n0, int64_t) const {
+    alignas(64) float v[16];
+    for (int64_t r = 0; r < BLOCK; ++r)  // every row, padding included: the next linear reads whole blocks
+      for (int64_t h = 0; h < BLOCK; h += 16) {
+        _mm512_store_ps(v, bias_gelu(_mm512_load_ps(block + r * BLOCK + h), bias, n0 + h, true));
+        const int64_t t = tile_offset(r0 + r, n0 + h, K / KSTEP);
+        split16(v, a + t, al + t);
+      }
+  }
+};
+
+// a thread's split rows: hi then lo halves of `elements` each, kept across calls
+uint16_t* thread_buffer(std::vector<uint16_t>& buffer, int64_t elements) {
+  buffer.resize(std::max<size_t>(buffer.size(), 2 * elements));
+  return buffer.data();
+}
+
+#endif
+
+struct LinearArgs {  // a call's checked operands, with the output shape
+  int64_t N, K;
+  std::vector<int64_t> out_shape;
+};
+
+LinearArgs check_linear(const char* op, const at::Tensor& x, const at::Tensor& packed, const c10::optional<at::Tensor>& bias) {
   check_packed(packed);
   const int64_t N = packed.size(1) * TILE, K = packed.size(2) * KSTEP;
-  TORCH_CHECK(x.scalar_type() == at::kFloat && x.dim() >= 1 && x.size(-1) == K,
-              "amx_linear_bf16x3: x must be float32 [..., ", K, "], got ", x.scalar_type(), " ", x.sizes());
-  TORCH_CHECK(!bias || (bias->scalar_type() == at::kFloat && bias->dim() == 1 && bias->size(0) == N),
-              "amx_linear_bf16x3: bias must be float32 [", N, "]");
+  TORCH_CHECK(x.scalar_type() == at::kFloat && x.dim() >= 1 && x.size(-1) == K, op, ": x must be float32 [..., ", K,
+              "], got ", x.scalar_type(), " ", x.sizes());
+  TORCH_CHECK(!bias || (bias->scalar_type() == at::kFloat && bias->dim() == 1 && bias->size(0) == N), op,
+              ": bias must be float32 [", N, "]");
   auto out_shape = x.sizes().vec();
   out_shape.back() = N;
-  TORCH_CHECK(!residual || (residual->scalar_type() == at::kFloat && residual->sizes().vec() == out_shape),
-              "amx_linear_bf16x3: residual must be float32 ", at::IntArrayRef(out_shape));
+  return {N, K, out_shape};
+}
+
+void check_residual(const char* op, const c10::optional<at::Tensor>& residual, const std::vector<int64_t>& shape) {
+  TORCH_CHECK(!residual || (residual->scalar_type() == at::kFloat && residual->sizes().vec() == shape), op,
+              ": residual must be float32 ", at::IntArrayRef(shape));
+}
+
+const float* data_or_null(const at::Tensor& t) { return t.defined() ? t.data_ptr<float>() : nullptr; }
+
+at::Tensor amx_linear_bf16x3(const at::Tensor& x, const at::Tensor& packed, const c10::optional<at::Tensor>& bias,
+                             bool gelu, const c10::optional<at::Tensor>& residual) {
+  const LinearArgs args = check_linear("amx_linear_bf16x3", x, packed, bias);
+  const int64_t N = args.N, K = args.K;
+  const auto& out_shape = args.out_shape;
+  check_residual("amx_linear_bf16x3", residual, out_shape);
 #if defined(__AMX_BF16__) && defined(__AVX512BF16__)
   TORCH_CHECK(amx_permitted(), "amx_linear_bf16x3: the kernel refused AMX's tile state to this process");
   const auto xs = x.reshape({-1, K}).contiguous();
@@ -165,76 +286,27 @@ at::Tensor amx_linear_bf16x3(const at::Tensor& x, const at::Tensor& packed, cons
   auto out = at::empty({(M + BLOCK - 1) / BLOCK * BLOCK, N}, x.options());
   const auto bias_c = bias ? bias->contiguous() : at::Tensor();
   const auto res_c = residual ? residual->reshape({-1, N}).contiguous() : at::Tensor();
-  const float* src = xs.data_ptr<float>();
-  const float* b = bias ? bias_c.data_ptr<float>() : nullptr;
-  const float* res = residual ? res_c.data_ptr<float>() : nullptr;
-  float* o = out.data_ptr<float>();
   const uint16_t* w_hi = reinterpret_cast<const uint16_t*>(packed.data_ptr());
-  const uint16_t* w_lo = w_hi + N * K;
-  const int64_t ksteps = K / KSTEP, next = ksteps * B_TILE, blocks_n = N / BLOCK;
-  const int64_t groups = (M + GROUP_ROWS - 1) / GROUP_ROWS, kc = k_chunk(K);
+  const int64_t blocks_n = N / BLOCK, groups = (M + GROUP_ROWS - 1) / GROUP_ROWS;
   // work items (group of rows, chunk of columns): at least 4 so both threads stay busy on short inputs
   const int64_t chunk = std::max<int64_t>(1, blocks_n / ((4 + groups - 1) / groups));
   const int64_t chunks = (blocks_n + chunk - 1) / chunk;
   at::parallel_for(0, groups * chunks, 1, [&](int64_t first, int64_t last) {
     configure_tiles();
-    thread_local std::vector<uint16_t> split;  // x's group rows as hi then lo
-    split.resize(std::max<size_t>(split.size(), 2 * GROUP_ROWS * K));
-    uint16_t* a = split.data();
-    uint16_t* al = a + GROUP_ROWS * K;
-    alignas(64) float block[BLOCK * BLOCK];
+    thread_local std::vector<uint16_t> split;
+    uint16_t* a = thread_buffer(split, GROUP_ROWS * K);
     int64_t split_group = -1;
     for (int64_t item = first; item < last; ++item) {
       const int64_t g = item / chunks, row0 = g * GROUP_ROWS, rows = std::min(GROUP_ROWS, M - row0);
-      const int64_t row_blocks = (rows + BLOCK - 1) / BLOCK;
       if (g != split_group) {  // consecutive items share their group: split it once
-        for (int64_t r = 0; r < row_blocks * BLOCK; ++r) {
-          if (r < rows) {
-            for (int64_t k = 0; k < K; k += 16) {
-              const int64_t t = tile_offset(r, k, ksteps);
-              split16(src + (row0 + r) * K + k, a + t, al + t);
-            }
-          } else {
-            for (int64_t k = 0; k < K; k += 16) {
-              const int64_t t = tile_offset(r, k, ksteps);
-              std::memset(a + t, 0, 32);
-              std::memset(al + t, 0, 32);
-            }
-          }
-        }
+        split_rows(xs.data_ptr<float>() + row0 * K, K, rows, K, a, a + GROUP_ROWS * K);
         split_group = g;
       }
       const int64_t c0 = (item % chunks) * chunk, c1 = std::min(blocks_n, c0 + chunk);
-      for (int64_t k0 = 0; k0 < ksteps; k0 += kc / KSTEP) {
-        const int64_t k1 = std::min(ksteps, k0 + kc / KSTEP);
-        for (int64_t nb = c0; nb < c1; ++nb) {
-          const int64_t n0 = nb * BLOCK;
-          for (int64_t rb = 0; rb < row_blocks; ++rb) {
-            const int64_t r0 = row0 + rb * BLOCK;
-            float* c = o + r0 * N + n0;
-            if (k0 == 0) {
-              _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
-            } else {
-              tiles_from(c, N);
-            }
-            block_products(a + rb * BLOCK * K, al + rb * BLOCK * K, TILE * K, w_hi + n0 / TILE * next,
-                           w_lo + n0 / TILE * next, next, k0, k1);
-            if (k1 < ksteps) {
-              tiles_to(c, N);
-              continue;
-            }
-            tiles_to(block, BLOCK);  // the last chunk: epilogue on the way out
-            for (int64_t r = 0; r < std::min(BLOCK, M - r0); ++r)
-              for (int64_t h = 0; h < BLOCK; h += 16) {
-                __m512 v = _mm512_load_ps(block + r * BLOCK + h);
-                if (b) v = _mm512_add_ps(v, _mm512_loadu_ps(b + n0 + h));
-                if (gelu) v = taskhub_vec::gelu16(v);
-                if (res) v = _mm512_add_ps(v, _mm512_loadu_ps(res + (r0 + r) * N + n0 + h));
-                _mm512_storeu_ps(c + r * N + h, v);
-              }
-          }
-        }
-      }
+      float* o = out.data_ptr<float>() + row0 * N;
+      const float* res = residual ? res_c.data_ptr<float>() + row0 * N : nullptr;
+      multiply_group(a, a + GROUP_ROWS * K, rows, K, w_hi, w_hi + N * K, c0, c1, o + c0 * BLOCK, N,
+                     WriteOut{o, res, N, data_or_null(bias_c), gelu});
     }
     _tile_release();
   });
@@ -244,13 +316,74 @@ at::Tensor amx_linear_bf16x3(const at::Tensor& x, const at::Tensor& packed, cons
 #endif
 }
 
+// x + down(GELU(up(x))), both linears packed by amx_pack_bf16x3: a transformer's feed-forward block. Each thread
+// takes groups of rows through both linears; the GELU output goes from the first linear's tiles straight into
+// the second's split input in the thread's buffer (L2-sized), never to memory as fp32 and never re-split.
+at::Tensor amx_gelu_mlp_bf16x3(const at::Tensor& x, const at::Tensor& up, const c10::optional<at::Tensor>& up_bias,
+                               const at::Tensor& down, const c10::optional<at::Tensor>& down_bias,
+                               const c10::optional<at::Tensor>& residual) {
+  const char* op = "amx_gelu_mlp_bf16x3";
+  const LinearArgs args = check_linear(op, x, up, up_bias);
+  const int64_t hidden = args.N, K = args.K;
+  check_packed(down);
+  const int64_t N = down.size(1) * TILE;
+  TORCH_CHECK(down.size(2) * KSTEP == hidden, op, ": down must take the up linear's ", hidden, " outputs, got packed ",
+              down.sizes());
+  TORCH_CHECK(!down_bias || (down_bias->scalar_type() == at::kFloat && down_bias->dim() == 1 && down_bias->size(0) == N),
+              op, ": down_bias must be float32 [", N, "]");
+  auto out_shape = x.sizes().vec();
+  out_shape.back() = N;
+  check_residual(op, residual, out_shape);
+#if defined(__AMX_BF16__) && defined(__AVX512BF16__)
+  TORCH_CHECK(amx_permitted(), op, ": the kernel refused AMX's tile state to this process");
+  const auto xs = x.reshape({-1, K}).contiguous();
+  const int64_t M = xs.size(0);
+  auto out = at::empty({(M + BLOCK - 1) / BLOCK * BLOCK, N}, x.options());
+  const auto up_b = up_bias ? up_bias->contiguous() : at::Tensor();
+  const auto down_b = down_bias ? down_bias->contiguous() : at::Tensor();
+  const auto res_c = residual ? residual->reshape({-1, N}).contiguous() : at::Tensor();
+  const uint16_t* up_hi = reinterpret_cast<const uint16_t*>(up.data_ptr());
+  const uint16_t* down_hi = reinterpret_cast<const uint16_t*>(down.data_ptr());
+  // groups small enough that every thread gets work, at most MLP_ROWS (both splits and the partial sums in L2)
+  const int64_t threads = at::get_num_threads();
+  const int64_t group = std::min(MLP_ROWS, std::max<int64_t>(BLOCK, (M + threads - 1) / threads + BLOCK - 1) / BLOCK * BLOCK);
+  const int64_t up_chunk = std::min<int64_t>(MLP_UP_BLOCKS, hidden / BLOCK);
+  at::parallel_for(0, (M + group - 1) / group, 1, [&](int64_t first, int64_t last) {
+    configure_tiles();
+    thread_local std::vector<uint16_t> x_split, h_split;
+    thread_local std::vector<float> partial;
+    uint16_t* a = thread_buffer(x_split, group * K);
+    uint16_t* h = thread_buffer(h_split, group * hidden);
+    partial.resize(std::max<size_t>(partial.size(), group * up_chunk * BLOCK));
+    for (int64_t g = first; g < last; ++g) {
+      const int64_t row0 = g * group, rows = std::min(group, M - row0);
+      split_rows(xs.data_ptr<float>() + row0 * K, K, rows, K, a, a + group * K);
+      const WriteSplit to_hidden{h, h + group * hidden, hidden, data_or_null(up_b)};
+      for (int64_t c0 = 0; c0 < hidden / BLOCK; c0 += up_chunk)
+        multiply_group(a, a + group * K, rows, K, up_hi, up_hi + hidden * K, c0, std::min(hidden / BLOCK, c0 + up_chunk), partial.data(),
+                       up_chunk * BLOCK, to_hidden);
+      float* o = out.data_ptr<float>() + row0 * N;
+      const float* res = residual ? res_c.data_ptr<float>() + row0 * N : nullptr;
+      multiply_group(h, h + group * hidden, rows, hidden, down_hi, down_hi + N * hidden, 0, N / BLOCK, o, N,
+                     WriteOut{o, res, N, data_or_null(down_b), false});
+    }
+    _tile_release();
+  });
+  return out.narrow(0, 0, M).view(out_shape);
+#else
+  TORCH_CHECK(false, op, ": this CPU has no AMX-BF16; taskhub does not offer the kernel here");
+#endif
+}
+
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(taskhub, m) {
   m.def("amx_pack_bf16x3(Tensor weight) -> Tensor");
   m.def("amx_linear_bf16x3(Tensor x, Tensor packed, Tensor? bias, bool gelu, Tensor? residual) -> Tensor");
+  m.def("amx_gelu_mlp_bf16x3(Tensor x, Tensor up, Tensor? up_bias, Tensor down, Tensor? down_bias, Tensor? residual) -> Tensor");
 }
 TORCH_LIBRARY_IMPL(taskhub, CPU, m) {
   m.impl("amx_pack_bf16x3", &amx_pack_bf16x3);
   m.impl("amx_linear_bf16x3", &amx_linear_bf16x3);
+  m.impl("amx_gelu_mlp_bf16x3", &amx_gelu_mlp_bf16x3);
 }
