@@ -9,11 +9,11 @@
 // GEMMs round their output to bf16), hence this kernel (docs/performance.md, "Round 7").
 //
 // Layout: the weight is split and packed once (`amx_pack_bf16x3`) into 16 x 32 bf16 B tiles in AMX's pair
-// order; x is split per group of 256 rows into a thread's buffer of 16 x 32 tiles, each contiguous. Each step
+// order; x is split per group of rows into a thread's buffer of 16 x 32 tiles, each contiguous. Each step
 // of 32 k multiplies a 32 x 32 output block (four 16 x 16 fp32 tiles) by twelve tile products; k runs in
-// chunks so each chunk's B tiles are reused from L1 by the group's 8 row blocks, and bias, erf GELU and the
-// residual add are applied as each block is written. Built into taskhub's native library (taskhub/native.py); on CPUs without AMX the op
-// is compiled as a stub that refuses to run, and Python never offers it there.
+// chunks of up to 768 whose B tiles the group's row blocks reuse from L2, and bias, erf GELU and the residual
+// add are applied as each block is written. Built into taskhub's native library (taskhub/native.py); on CPUs
+// without AMX the op is compiled as a stub that refuses to run, and Python never offers it there.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <immintrin.h>
@@ -33,10 +33,11 @@ constexpr int64_t TILE = 16;             // a C tile is 16 x 16 fp32; an A tile 
 constexpr int64_t BLOCK = 32;            // output block: 2 x 2 C tiles
 constexpr int64_t KSTEP = 32;            // k per tile product
 constexpr int64_t B_TILE = 512;          // bf16 elements of one packed B tile (16 k pairs x 16 columns x 2)
-constexpr int64_t GROUP_ROWS = 256;      // rows of x split at once: each B tile is reused by 8 blocks from L1
-// k per pass over a group's blocks: 128 for in-features below 768 (64 and 256 were slower at MiniLM's 384),
-// 256 from 768 (~1.1x over 128 at ViT-base's 768 and 3072, interleaved A/B: docs/performance.md, "Round 7")
-inline int64_t k_chunk(int64_t K) { return K >= 768 ? 256 : 128; }
+constexpr int64_t GROUP_ROWS = 256;      // rows of x split at once: each B tile is reused by 8 row blocks
+// k per pass over a group's blocks: all of it up to 768, else 768. Each chunk ends with its partial sums stored
+// and reloaded, the tile pipeline drained; 768 measured 1.04-1.12x over 128 / 256 (MiniLM and ViT-base
+// shapes, interleaved A/B: docs/performance.md, "Round 8"), 1536 and whole K no better
+inline int64_t k_chunk(int64_t K) { return std::min<int64_t>(K, 768); }
 // amx_gelu_mlp_bf16x3: rows a thread carries through both linears at once (64 and 256 were slower: with
 // MiniLM's 1536 hidden features both splits and the partial sums stay within a 2 MB L2), and hidden features
 // finished per pass of the first linear (its partial sums: 64 KB)
