@@ -44,6 +44,7 @@ __all__ = [
     "skinny_linear",
     "native_ops_available",
     "packed_attention",
+    "packed_attention_bf16x3_fits",
     "packed_attention_fits",
 ]
 
@@ -133,16 +134,24 @@ def paged_decode_attention(
     return torch.ops.taskhub.paged_decode_attention(q, k_store, v_store, table, first_key, keys, scale)
 
 
-def packed_attention(qkv: torch.Tensor, starts: torch.Tensor, heads: int, scale: float) -> torch.Tensor:
+def packed_attention(
+    qkv: torch.Tensor, starts: torch.Tensor, heads: int, scale: float, bf16x3: bool = False
+) -> torch.Tensor:
     """Bidirectional attention of packed sequences: qkv [N, 3 * heads * hd] fp32 (queries, keys, values side
     by side), sequence s in rows starts[s] .. starts[s + 1] - 1 (int64, from 0 to N) -> [N, heads * hd].
-    hd a multiple of 16 up to 128. Call `native_ops_available()` first."""
-    return torch.ops.taskhub.packed_attention(qkv, starts, heads, scale)
+    hd a multiple of 16 up to 128. `bf16x3`: both matmuls on AMX tiles as three bf16 products (fp32 matmul
+    precision "high"; hd a multiple of 32, see `amx_bf16x3_available`). Call `native_ops_available()` first."""
+    return torch.ops.taskhub.packed_attention(qkv, starts, heads, scale, bf16x3)
 
 
 def packed_attention_fits(dtype: torch.dtype, head_dim: int) -> bool:
     """Whether `packed_attention` serves this encoder here: fp32, head_dim a multiple of 16 up to 128."""
     return dtype == torch.float32 and head_dim % 16 == 0 and head_dim <= 128 and native_ops_available()
+
+
+def packed_attention_bf16x3_fits(dtype: torch.dtype, head_dim: int) -> bool:
+    """Whether `packed_attention(..., bf16x3=True)` runs here: fp32, head_dim a multiple of 32 up to 128, AMX."""
+    return packed_attention_fits(dtype, head_dim) and head_dim % 32 == 0 and amx_bf16x3_available()
 
 
 def amx_bf16x3_available() -> bool:

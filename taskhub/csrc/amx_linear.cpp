@@ -17,103 +17,24 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <immintrin.h>
-#include <sys/syscall.h>
 #include <torch/library.h>
-#include <unistd.h>
 
 #include <algorithm>
-#include <cstring>
 #include <vector>
 
+#include "amx_tiles.h"
 #include "vector_math.h"
 
 namespace {
 
-constexpr int64_t TILE = 16;             // a C tile is 16 x 16 fp32; an A tile 16 rows x 32 bf16
-constexpr int64_t BLOCK = 32;            // output block: 2 x 2 C tiles
-constexpr int64_t KSTEP = 32;            // k per tile product
-constexpr int64_t B_TILE = 512;          // bf16 elements of one packed B tile (16 k pairs x 16 columns x 2)
+using namespace taskhub_amx;
+
 constexpr int64_t GROUP_ROWS = 256;      // rows of x split at once: each B tile is reused by 8 row blocks
-// k per pass over a group's blocks: all of it up to 768, else 768. Each chunk ends with its partial sums stored
-// and reloaded, the tile pipeline drained; 768 measured 1.04-1.12x over 128 / 256 (MiniLM and ViT-base
-// shapes, interleaved A/B: docs/performance.md, "Round 8"), 1536 and whole K no better
-inline int64_t k_chunk(int64_t K) { return std::min<int64_t>(K, 768); }
 // amx_gelu_mlp_bf16x3: rows a thread carries through both linears at once (64 and 256 were slower: with
 // MiniLM's 1536 hidden features both splits and the partial sums stay within a 2 MB L2), and hidden features
 // finished per pass of the first linear (its partial sums: 64 KB)
 constexpr int64_t MLP_ROWS = 128;
 constexpr int64_t MLP_UP_BLOCKS = 4;
-
-#if defined(__AMX_BF16__) && defined(__AVX512BF16__)
-
-bool amx_permitted() {  // Linux hands out AMX's tile state only on request, once per process
-  static const bool ok = [] {
-    constexpr long ARCH_REQ_XCOMP_PERM = 0x1023, XFEATURE_XTILEDATA = 18;
-    return syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
-  }();
-  return ok;
-}
-
-void configure_tiles() {  // tiles 0-3: C (16 x 16 fp32), 4-5: A (16 x 32 bf16), 6-7: B (16 x 16 pairs)
-  struct alignas(64) {
-    uint8_t palette = 1, start_row = 0, reserved[14] = {};
-    uint16_t colsb[16] = {};
-    uint8_t rows[16] = {};
-  } config;
-  for (int t = 0; t < 8; ++t) config.rows[t] = TILE, config.colsb[t] = 64;
-  _tile_loadconfig(&config);
-}
-
-inline __m512 widen(__m256bh h) {
-  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(reinterpret_cast<__m256i>(h)), 16));
-}
-
-// 16 floats -> their nearest bf16 (hi) and the nearest bf16 of what hi leaves (lo)
-inline void split16(const float* x, uint16_t* hi, uint16_t* lo) {
-  const __m512 v = _mm512_loadu_ps(x);
-  const __m256bh h = _mm512_cvtneps_pbh(v);
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(hi), reinterpret_cast<__m256i>(h));
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(lo), reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(_mm512_sub_ps(v, widen(h)))));
-}
-
-// C tiles 0-3 += the 32 x 32 block's products over k steps [k0, k1). A: the block's two row tiles, hi at a and
-// lo at al, each k step's 16 x 32 tile contiguous (`a_next` elements to the second row tile); B: the block's
-// first 16 columns at b (hi) / bl (lo), the next 16 columns `b_next` further. Order hi*lo, hi*hi, lo*hi: each
-// switch reloads one operand pair only (8 tile loads per 12 products).
-inline void block_products(const uint16_t* a, const uint16_t* al, int64_t a_next, const uint16_t* b,
-                           const uint16_t* bl, int64_t b_next, int64_t k0, int64_t k1) {
-  for (int64_t k = k0; k < k1; ++k) {
-    const int64_t t = k * B_TILE;
-    _tile_loadd(4, a + t, 64);
-    _tile_loadd(5, a + a_next + t, 64);
-    _tile_loadd(6, bl + t, 64);
-    _tile_loadd(7, bl + b_next + t, 64);
-    _tile_dpbf16ps(0, 4, 6); _tile_dpbf16ps(1, 4, 7); _tile_dpbf16ps(2, 5, 6); _tile_dpbf16ps(3, 5, 7);  // hi lo
-    _tile_loadd(6, b + t, 64);
-    _tile_loadd(7, b + b_next + t, 64);
-    _tile_dpbf16ps(0, 4, 6); _tile_dpbf16ps(1, 4, 7); _tile_dpbf16ps(2, 5, 6); _tile_dpbf16ps(3, 5, 7);  // hi hi
-    _tile_loadd(4, al + t, 64);
-    _tile_loadd(5, al + a_next + t, 64);
-    _tile_dpbf16ps(0, 4, 6); _tile_dpbf16ps(1, 4, 7); _tile_dpbf16ps(2, 5, 6); _tile_dpbf16ps(3, 5, 7);  // lo hi
-  }
-}
-
-// where x's element (row, k) of a split group sits: 16 x 32 tiles, each contiguous, k steps of a row tile in turn
-inline int64_t tile_offset(int64_t row, int64_t k, int64_t ksteps) {
-  return ((row / TILE) * ksteps + k / KSTEP) * B_TILE + (row % TILE) * KSTEP + k % KSTEP;
-}
-
-inline void tiles_to(float* c, int64_t ldc) {
-  _tile_stored(0, c, ldc * 4); _tile_stored(1, c + TILE, ldc * 4);
-  _tile_stored(2, c + TILE * ldc, ldc * 4); _tile_stored(3, c + TILE * ldc + TILE, ldc * 4);
-}
-
-inline void tiles_from(const float* c, int64_t ldc) {
-  _tile_loadd(0, c, ldc * 4); _tile_loadd(1, c + TILE, ldc * 4);
-  _tile_loadd(2, c + TILE * ldc, ldc * 4); _tile_loadd(3, c + TILE * ldc + TILE, ldc * 4);
-}
-
-#endif
 
 void check_packed(const at::Tensor& packed) {
   TORCH_CHECK(packed.scalar_type() == at::kBFloat16 && packed.dim() == 5 && packed.size(0) == 2 &&
@@ -152,54 +73,6 @@ at::Tensor amx_pack_bf16x3(const at::Tensor& weight) {
 }
 
 #if defined(__AMX_BF16__) && defined(__AVX512BF16__)
-
-// x's rows [0, rows) (row stride ld) as hi / lo tiles at a / al (tile_offset layout), zero rows up to a whole block
-void split_rows(const float* x, int64_t ld, int64_t rows, int64_t K, uint16_t* a, uint16_t* al) {
-  const int64_t ksteps = K / KSTEP;
-  for (int64_t r = 0; r < (rows + BLOCK - 1) / BLOCK * BLOCK; ++r)
-    for (int64_t k = 0; k < K; k += 16) {
-      const int64_t t = tile_offset(r, k, ksteps);
-      if (r < rows) {
-        split16(x + r * ld + k, a + t, al + t);
-      } else {
-        std::memset(a + t, 0, 32);
-        std::memset(al + t, 0, 32);
-      }
-    }
-}
-
-// The products of a split group of `rows` rows (a / al, K in-features) and output blocks [c0, c1) of a packed
-// weight. Partial sums live at acc (row stride ldc, column 0 = block c0) between k chunks; each finished 32 x 32
-// block goes to finish(block, first row in the group, first column, rows of it that are real).
-template <class Finish>
-void multiply_group(const uint16_t* a, const uint16_t* al, int64_t rows, int64_t K, const uint16_t* w_hi,
-                    const uint16_t* w_lo, int64_t c0, int64_t c1, float* acc, int64_t ldc, Finish&& finish) {
-  const int64_t ksteps = K / KSTEP, next = ksteps * B_TILE, kc = k_chunk(K) / KSTEP;
-  const int64_t row_blocks = (rows + BLOCK - 1) / BLOCK;
-  alignas(64) float block[BLOCK * BLOCK];
-  for (int64_t k0 = 0; k0 < ksteps; k0 += kc) {
-    const int64_t k1 = std::min(ksteps, k0 + kc);
-    for (int64_t nb = c0; nb < c1; ++nb) {
-      const int64_t n0 = nb * BLOCK;
-      for (int64_t rb = 0; rb < row_blocks; ++rb) {
-        float* c = acc + rb * BLOCK * ldc + (nb - c0) * BLOCK;
-        if (k0 == 0) {
-          _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
-        } else {
-          tiles_from(c, ldc);
-        }
-        block_products(a + rb * BLOCK * K, al + rb * BLOCK * K, TILE * K, w_hi + n0 / TILE * next,
-                       w_lo + n0 / TILE * next, next, k0, k1);
-        if (k1 < ksteps) {
-          tiles_to(c, ldc);
-        } else {
-          tiles_to(block, BLOCK);
-          finish(block, rb * BLOCK, n0, std::min(BLOCK, rows - rb * BLOCK));
-        }
-      }
-    }
-  }
-}
 
 // bias (if any), then erf GELU (if asked) on 16 outputs starting at column n
 inline __m512 bias_gelu(__m512 v, const float* bias, int64_t n, bool gelu) {
@@ -240,12 +113,6 @@ struct WriteSplit {
       }
   }
 };
-
-// a thread's split rows: hi then lo halves of `elements` each, kept across calls
-uint16_t* thread_buffer(std::vector<uint16_t>& buffer, int64_t elements) {
-  buffer.resize(std::max<size_t>(buffer.size(), 2 * elements));
-  return buffer.data();
-}
 
 #endif
 

@@ -3,6 +3,7 @@
 #include <immintrin.h>
 
 #include <cstdint>
+#include <limits>
 
 namespace taskhub_vec {
 
@@ -41,6 +42,16 @@ inline float exp_sum(float* row, int64_t len, float max) {
     sum = _mm512_add_ps(sum, e);
   }
   return _mm512_reduce_add_ps(sum);
+}
+
+// softmax over the first len entries of a row in place, unnormalized; returns 1 / the sum of its exponentials
+inline float softmax_unnormalized(float* row, int64_t len) {
+  __m512 m = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+  int64_t j = 0;
+  for (; j + 16 <= len; j += 16) m = _mm512_max_ps(m, _mm512_loadu_ps(row + j));
+  const __mmask16 tail = static_cast<__mmask16>((1u << (len - j)) - 1);
+  m = _mm512_mask_max_ps(m, tail, m, _mm512_maskz_loadu_ps(tail, row + j));
+  return 1.0f / taskhub_vec::exp_sum(row, len, _mm512_reduce_max_ps(m));
 }
 
 // erf GELU, x * (1 + erf(x / sqrt 2)) / 2, as torch's F.gelu: erf by Abramowitz & Stegun 7.1.26
