@@ -1,11 +1,13 @@
 """image-classification throughput: taskhub vs the transformers pipeline, same model, images and batch size.
 
     python benchmarks/vision.py [--images 256] [--batch-size 32] [--device cpu] [--min-side 480] [--max-side 2400]
+                                [--repeats 3]
 
 A ViT-base-shaped model (random weights, real shapes: 86M parameters, 224x224, 1000 labels) and
 its ViT image processor (PIL backend) are saved to a temp folder; `--images` JPEGs of varied
 sizes are cut from the sample photos. Both pipelines get the same paths and batch size, after
-one warm-up batch each, in 4 alternating slices of 64 (machine load drifts hit both alike).
+one warm-up batch each, in 4 slices, each run --repeats times by both sides in alternating order, each side's
+best time per slice counted (machine load drifts hit both alike; the best filters bursts of other tenants).
 Reported: images/s end to end, the ratio, and where the time goes (the input path, decode +
 preprocess, alone for both, best of 3 alternating rounds; the model forward alone, transformers'
 model and the one taskhub runs: the fused ViT encoder on CPU), plus the largest pixel_values
@@ -82,24 +84,28 @@ def timed(func: Any) -> tuple[Any, float]:
     return result, time.perf_counter() - start
 
 
-def compare_end_to_end(hf: Any, ours: Any, paths: list[str], batch_size: int, rounds: int = 4) -> tuple[Any, ...]:
-    """Both pipelines over all `paths`, in `rounds` alternating slices (which side goes first
-    alternates too), so a change in machine load during the run hits both alike."""
+def compare_end_to_end(
+    hf: Any, ours: Any, paths: list[str], batch_size: int, rounds: int = 4, repeats: int = 3
+) -> tuple[Any, ...]:
+    """Both pipelines over all `paths`, in `rounds` slices, each slice run `repeats` times by both sides in
+    alternating order; each side keeps its best time per slice (this shared machine's other tenants slow a
+    run by up to 2x for seconds at a time, AMX work most), and its results from the first run."""
     hf_results: list[Any] = []
     our_results: list[Any] = []
     hf_seconds = our_seconds = 0.0
     step = -(-len(paths) // rounds)
-    for r, start in enumerate(range(0, len(paths), step)):
+    for start in range(0, len(paths), step):
         part = paths[start : start + step]
-        runs = [("hf", hf), ("ours", ours)] if r % 2 == 0 else [("ours", ours), ("hf", hf)]
-        for name, pipe in runs:
-            results, seconds = timed(lambda pipe=pipe, part=part: pipe(part, batch_size=batch_size))
-            if name == "hf":
-                hf_results += results
-                hf_seconds += seconds
-            else:
-                our_results += results
-                our_seconds += seconds
+        best = {"hf": float("inf"), "ours": float("inf")}
+        for r in range(repeats):
+            runs = [("hf", hf), ("ours", ours)] if r % 2 == 0 else [("ours", ours), ("hf", hf)]
+            for name, pipe in runs:
+                results, seconds = timed(lambda pipe=pipe, part=part: pipe(part, batch_size=batch_size))
+                best[name] = min(best[name], seconds)
+                if r == 0:
+                    (hf_results if name == "hf" else our_results).extend(results)
+        hf_seconds += best["hf"]
+        our_seconds += best["ours"]
     return hf_results, our_results, hf_seconds, our_seconds
 
 
@@ -223,6 +229,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="print the numbers as one JSON object")
     parser.add_argument("--no-reduced", action="store_true", help="skip the bf16 and int8 rows")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each end-to-end slice; the best counts")
     args = parser.parse_args()
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -250,7 +257,9 @@ def main() -> int:
         hf(warm, batch_size=args.batch_size)
         ours(warm, batch_size=args.batch_size)
 
-        hf_results, our_results, hf_seconds, our_seconds = compare_end_to_end(hf, ours, paths, args.batch_size)
+        hf_results, our_results, hf_seconds, our_seconds = compare_end_to_end(
+            hf, ours, paths, args.batch_size, repeats=args.repeats
+        )
 
         inputs = input_path_seconds(paths, processor, ours, args.batch_size)
         forward = forward_images_per_s(ours.model.runner, args.batch_size, args.device)
