@@ -6,7 +6,9 @@
 // size 32-128) that cost as much as the attention itself (docs/performance.md, "Round 7"). Here each
 // (sequence, head) reads its queries, keys and values in place from the fused query/key/value output and
 // writes its rows of the packed output. The math is SDPA's in fp32: scaled scores, softmax with the max
-// subtracted, weighted sum of values.
+// subtracted, weighted sum of values. With `bf16x3` (CPUs with AMX, head size a multiple of 32) both matmuls
+// run on AMX tiles as three bf16 products (amx_tiles.h), the encoders' fp32 matmul precision "high"; the
+// softmax stays fp32 on AVX-512 (docs/performance.md, "Round 8").
 //
 // Built into taskhub's native library (taskhub/native.py); registered as torch.ops.taskhub.packed_attention.
 #include <ATen/ATen.h>
