@@ -140,7 +140,7 @@ def packed_attention(
     """Bidirectional attention of packed sequences: qkv [N, 3 * heads * hd] fp32 (queries, keys, values side
     by side), sequence s in rows starts[s] .. starts[s + 1] - 1 (int64, from 0 to N) -> [N, heads * hd].
     hd a multiple of 16 up to 128. `bf16x3`: both matmuls on AMX tiles as three bf16 products (fp32 matmul
-    precision "high"; hd a multiple of 32, see `amx_bf16x3_available`). Call `native_ops_available()` first."""
+    precision "high"; see `packed_attention_bf16x3_fits`). Call `native_ops_available()` first."""
     return torch.ops.taskhub.packed_attention(qkv, starts, heads, scale, bf16x3)
 
 

@@ -47,22 +47,22 @@ class Layer(nn.Module):
         # "high" precision lets attention's two matmuls run as bf16x3 on AMX too (scores and values ~1e-5 off)
         self.attention_bf16x3 = precision == "high" and packed_attention_bf16x3_fits(dtype, head_dim)
 
-    def attend(self, h: torch.Tensor) -> torch.Tensor:
-        """[B, T, H] -> [B, T, H]: taskhub's native attention on the images' rows laid end to end, else SDPA."""
+    def attend(self, h: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
+        """[B, T, H] -> [B, T, H]: taskhub's native attention on the images' rows laid end to end (image b in
+        rows starts[b] .. starts[b + 1] - 1), else SDPA."""
         B, T, H = h.shape
         heads = self.config.num_heads
         if self.packed_attention:
-            starts = torch.arange(0, B * T + 1, T)
             qkv = self.qkv(h).view(B * T, 3 * H)
             return packed_attention(qkv, starts, heads, (H // heads) ** -0.5, self.attention_bf16x3).view(B, T, H)
         qkv = self.qkv(h).view(B, T, 3, heads, H // heads).permute(2, 0, 3, 1, 4)  # [3, B, heads, T, d]
         attended = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])  # [B, heads, T, d]
         return attended.transpose(1, 2).reshape(B, T, H)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
         H, eps = x.shape[-1], self.config.layer_norm_eps
         h = F.layer_norm(x, (H,), self.attn_norm.weight, self.attn_norm.bias, eps)
-        x = self.attn_out(self.attend(h), residual=x)
+        x = self.attn_out(self.attend(h, starts), residual=x)
         h = F.layer_norm(x, (H,), self.mlp_norm.weight, self.mlp_norm.bias, eps)
         return self.mlp(h, residual=x)
 
@@ -108,8 +108,9 @@ class ViTEncoder(nn.Module):
         patches = self.embeddings.patch_embeddings(pixel_values)  # [B, patches, H]
         x = torch.cat((self.embeddings.cls_token.expand(B, -1, -1), patches), dim=1)  # [B, 1 + patches, H]
         x = x + self.embeddings.position_embeddings
+        starts = torch.arange(0, B * x.shape[1] + 1, x.shape[1])  # [B + 1]: each image's first row, end to end
         for layer in self.layers:
-            x = layer(x)
+            x = layer(x, starts)
         x = self.norm(x)
         if self.classifier is not None:
             return ImageClassifierOutput(logits=self.classifier(x[:, 0, :]))

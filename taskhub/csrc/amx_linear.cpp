@@ -222,14 +222,14 @@ at::Tensor amx_gelu_mlp_bf16x3(const at::Tensor& x, const at::Tensor& up, const 
     thread_local std::vector<float> partial;
     uint16_t* a = thread_buffer(x_split, group * K);
     uint16_t* h = thread_buffer(h_split, group * hidden);
-    partial.resize(std::max<size_t>(partial.size(), group * up_chunk * BLOCK));
+    float* up_partial = grown(partial, group * up_chunk * BLOCK);
     for (int64_t g = first; g < last; ++g) {
       const int64_t row0 = g * group, rows = std::min(group, M - row0);
       split_rows(xs.data_ptr<float>() + row0 * K, K, rows, K, a, a + group * K);
       const WriteSplit to_hidden{h, h + group * hidden, hidden, data_or_null(up_b)};
       for (int64_t c0 = 0; c0 < hidden / BLOCK; c0 += up_chunk)
-        multiply_group(a, a + group * K, rows, K, up_hi, up_hi + hidden * K, c0, std::min(hidden / BLOCK, c0 + up_chunk), partial.data(),
-                       up_chunk * BLOCK, to_hidden);
+        multiply_group(a, a + group * K, rows, K, up_hi, up_hi + hidden * K, c0,
+                       std::min(hidden / BLOCK, c0 + up_chunk), up_partial, up_chunk * BLOCK, to_hidden);
       float* o = out.data_ptr<float>() + row0 * N;
       const float* res = residual ? res_c.data_ptr<float>() + row0 * N : nullptr;
       multiply_group(h, h + group * hidden, rows, hidden, down_hi, down_hi + N * hidden, 0, N / BLOCK, o, N,

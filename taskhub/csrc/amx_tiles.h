@@ -26,6 +26,13 @@ inline constexpr int64_t B_TILE = 512;          // bf16 elements of one packed B
 // shapes, interleaved A/B: docs/performance.md, "Round 8"), 1536 and whole K no better
 inline int64_t k_chunk(int64_t K) { return std::min<int64_t>(K, 768); }
 
+// a thread's scratch buffer with room for `size` elements: grows to the largest call's, kept across calls
+template <class T>
+T* grown(std::vector<T>& buffer, int64_t size) {
+  if (buffer.size() < static_cast<size_t>(size)) buffer.resize(size);
+  return buffer.data();
+}
+
 #if defined(__AMX_BF16__) && defined(__AVX512BF16__)
 
 inline bool amx_permitted() {  // Linux hands out AMX's tile state only on request, once per process
@@ -57,11 +64,17 @@ inline __m512i pairs(__m256bh a, __m256bh b) {
 }
 
 // 16 floats -> their nearest bf16 (hi) and the nearest bf16 of what hi leaves (lo)
+inline void split(__m512 v, __m256bh& hi, __m256bh& lo) {
+  hi = _mm512_cvtneps_pbh(v);
+  lo = _mm512_cvtneps_pbh(_mm512_sub_ps(v, widen(hi)));
+}
+
+// split() of 16 floats in memory, hi and lo stored as 16 bf16 each
 inline void split16(const float* x, uint16_t* hi, uint16_t* lo) {
-  const __m512 v = _mm512_loadu_ps(x);
-  const __m256bh h = _mm512_cvtneps_pbh(v);
+  __m256bh h, l;
+  split(_mm512_loadu_ps(x), h, l);
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(hi), reinterpret_cast<__m256i>(h));
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(lo), reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(_mm512_sub_ps(v, widen(h)))));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(lo), reinterpret_cast<__m256i>(l));
 }
 
 // C tiles 0-3 += the 32 x 32 block's products over k steps [k0, k1). A: the block's two row tiles, hi at a and
@@ -150,10 +163,7 @@ void multiply_group(const uint16_t* a, const uint16_t* al, int64_t rows, int64_t
 }
 
 // a thread's split rows: hi then lo halves of `elements` each, kept across calls
-inline uint16_t* thread_buffer(std::vector<uint16_t>& buffer, int64_t elements) {
-  buffer.resize(std::max<size_t>(buffer.size(), 2 * elements));
-  return buffer.data();
-}
+inline uint16_t* thread_buffer(std::vector<uint16_t>& buffer, int64_t elements) { return grown(buffer, 2 * elements); }
 
 #endif
 

@@ -88,9 +88,8 @@ void attend_sequence_head(const float* qkv, float* out, int64_t first, int64_t l
   constexpr int QB = DV <= 2 ? 8 : DV <= 4 ? 4 : 2;
   const int64_t hidden = heads * d, ld = 3 * hidden, lp = (len + 15) / 16 * 16;
   thread_local std::vector<float> kt_buf, score_buf;
-  kt_buf.resize(std::max<size_t>(kt_buf.size(), d * lp));
-  score_buf.resize(std::max<size_t>(score_buf.size(), QB * lp));
-  float* kt = kt_buf.data();
+  float* kt = taskhub_amx::grown(kt_buf, d * lp);
+  float* scores = taskhub_amx::grown(score_buf, QB * lp);
   const float* k = qkv + first * ld + hidden + h * d;
   for (int64_t j = 0; j < len; ++j)
     for (int64_t c = 0; c < d; ++c) kt[c * lp + j] = k[j * ld + c];  // keys transposed: 16 keys per load
@@ -104,12 +103,12 @@ void attend_sequence_head(const float* qkv, float* out, int64_t first, int64_t l
       queries[q] = qkv + (first + i + q) * ld + h * d;
       outs[q] = out + (first + i + q) * hidden + h * d;
     }
-    attend_rows<DV, QB>(queries, outs, kt, v, ld, len, lp, scale, score_buf.data());
+    attend_rows<DV, QB>(queries, outs, kt, v, ld, len, lp, scale, scores);
   }
   for (; i < len; ++i) {
     const float* query = qkv + (first + i) * ld + h * d;
     float* o = out + (first + i) * hidden + h * d;
-    attend_rows<DV, 1>(&query, &o, kt, v, ld, len, lp, scale, score_buf.data());
+    attend_rows<DV, 1>(&query, &o, kt, v, ld, len, lp, scale, scores);
   }
 }
 
@@ -143,9 +142,9 @@ void pack_values(const float* v, int64_t ld, int64_t len, int64_t lp, int64_t d,
     for (int64_t c = 0; c < d; c += 16) {
       const __m512 v0 = j < len ? _mm512_loadu_ps(v + j * ld + c) : _mm512_setzero_ps();
       const __m512 v1 = j + 1 < len ? _mm512_loadu_ps(v + (j + 1) * ld + c) : _mm512_setzero_ps();
-      const __m256bh h0 = _mm512_cvtneps_pbh(v0), h1 = _mm512_cvtneps_pbh(v1);
-      const __m256bh l0 = _mm512_cvtneps_pbh(_mm512_sub_ps(v0, widen(h0)));
-      const __m256bh l1 = _mm512_cvtneps_pbh(_mm512_sub_ps(v1, widen(h1)));
+      __m256bh h0, l0, h1, l1;
+      split(v0, h0, l0);
+      split(v1, h1, l1);
       const int64_t at = ((c / TILE) * ksteps + j / KSTEP) * B_TILE + (j % KSTEP) / 2 * 32;
       _mm512_storeu_si512(hi + at, pairs(h0, h1));
       _mm512_storeu_si512(lo + at, pairs(l0, l1));
@@ -167,11 +166,9 @@ void attend_amx(const float* qkv, float* out, int64_t first, int64_t len, int64_
   uint16_t* keys = thread_buffer(buf.keys, lp * d);
   uint16_t* probs = thread_buffer(buf.probs, lp * lp);
   uint16_t* values = thread_buffer(buf.values, lp * d);
-  buf.scores.resize(std::max<size_t>(buf.scores.size(), lp * lp));
-  buf.partial.resize(std::max<size_t>(buf.partial.size(), lp * d));
-  buf.inverse_sums.resize(std::max<size_t>(buf.inverse_sums.size(), lp));
-  float* scores = buf.scores.data();
-  float* inverse = buf.inverse_sums.data();
+  float* scores = grown(buf.scores, lp * lp);
+  float* partial = grown(buf.partial, lp * d);
+  float* inverse = grown(buf.inverse_sums, lp);
   split_rows(q, ld, len, d, qa, qa + lp * d);
   pack_keys(q + hidden, ld, len, lp, d, key_rows, key_rows + lp * d, keys, keys + lp * d);
   multiply_group(qa, qa + lp * d, len, d, keys, keys + lp * d, 0, lp / BLOCK, scores, lp,
@@ -196,7 +193,7 @@ void attend_amx(const float* qkv, float* out, int64_t first, int64_t len, int64_
   }
   pack_values(q + 2 * hidden, ld, len, lp, d, values, values + lp * d);
   float* o = out + first * hidden + h * d;
-  multiply_group(probs, probs + lp * lp, len, lp, values, values + lp * d, 0, d / BLOCK, buf.partial.data(), d,
+  multiply_group(probs, probs + lp * lp, len, lp, values, values + lp * d, 0, d / BLOCK, partial, d,
                  [&](const float* block, int64_t r0, int64_t n0, int64_t rows) {
                    for (int64_t r = 0; r < rows; ++r)
                      for (int64_t c = 0; c < BLOCK; c += 16)
